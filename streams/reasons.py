@@ -1,0 +1,36 @@
+"""Dead-letter and technical-defect reason codes: the one list every producer of them uses.
+
+Codes are stable strings (they appear in DeadLetter events and in the `reason` label of
+`radstream_deadletters_total`), so analysts and alert rules can key on them.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Reason(StrEnum):
+    # The event itself
+    INVALID_JSON = "invalid_json"
+    SCHEMA_VIOLATION = "schema_violation"
+    # The files the event points at
+    URI_UNSUPPORTED = "uri_unsupported"
+    FILE_OUTSIDE_ROOT = "file_outside_root"
+    FILE_MISSING = "file_missing"
+    FILE_TOO_LARGE = "file_too_large"
+    NOT_DICOM = "not_dicom"
+    DICOM_UNREADABLE = "dicom_unreadable"
+    PIXELS_UNREADABLE = "pixels_unreadable"
+    # Inference
+    INFERENCE_FAILED = "inference_failed"
+    # Anything we did not foresee: still recorded, never dropped
+    INTERNAL_ERROR = "internal_error"
+
+
+class InputRejected(Exception):
+    """Raised by pure logic and adapters when an input cannot be processed; carries a Reason."""
+
+    def __init__(self, reason: Reason, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail

@@ -1,0 +1,51 @@
+"""Topic names and partition counts: the one source of truth for the bus layout.
+
+Everything that creates, produces to or consumes from a topic reads it from here: the topic
+creation script, the Faust app, the publisher, the tests and the AsyncAPI document's checker.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    #: The record key's meaning, as documented in schemas/asyncapi.yaml.
+    key: str
+    #: CloudEvents type of the events carried, or "" for internal topics.
+    event_type: str
+    compacted: bool = False
+
+
+#: Partition count shared by every per-study topic. Faust tables must match their source topic.
+STUDY_PARTITIONS = 4
+
+STUDIES = TopicSpec("radiology.studies.v1", STUDY_PARTITIONS, "study_uid",
+                    "radiology.study.announced.v1")
+FINDINGS = TopicSpec("radiology.findings.v1", STUDY_PARTITIONS, "study_uid",
+                     "radiology.finding.v1")
+LATENCY = TopicSpec("radiology.latency.v1", STUDY_PARTITIONS, "study_uid",
+                    "radiology.latency.v1")
+REVIEWS = TopicSpec("radiology.reviews.v1", STUDY_PARTITIONS, "study_uid",
+                    "radiology.review.v1")
+STATS = TopicSpec("radiology.stats.v1", 1, "window + dimension",
+                  "radiology.stats.snapshot.v1", compacted=True)
+ALERTS = TopicSpec("radiology.alerts.v1", 1, "service", "radiology.quality.alert.v1")
+DEADLETTER = TopicSpec("radiology.deadletter.v1", STUDY_PARTITIONS, "original key",
+                       "radiology.deadletter.v1")
+
+#: AI services with their own work topic (`radiology.work.<service>.v1`).
+WORK_SERVICES: tuple[str, ...] = ("chest-xray",)
+
+
+def work_topic(service: str) -> TopicSpec:
+    return TopicSpec(f"radiology.work.{service}.v1", STUDY_PARTITIONS, "study_uid", "")
+
+
+def all_topics() -> list[TopicSpec]:
+    """Every topic the contract names, in creation order."""
+    fixed = [STUDIES, FINDINGS, LATENCY, REVIEWS, STATS, ALERTS, DEADLETTER]
+    return fixed + [work_topic(s) for s in WORK_SERVICES]
