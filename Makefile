@@ -1,0 +1,52 @@
+# radstream — the two set-up commands are `make demo` and `make test`; both install what they need.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint unit integration up down kafka triton train clean help
+
+help:
+	@echo "make demo   - set up everything, run a simulated city end to end, print city statistics"
+	@echo "make test   - set up everything, start Kafka and Triton, run lint, types and the suite"
+	@echo "make up / make down - start / stop the local Kafka broker and Triton server"
+	@echo "make train  - retrain the chest X-ray reference model (writes ONNX + model card)"
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (Python 3.11)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+kafka: $(STAMP)
+	deploy/kafka.sh up
+
+triton: $(STAMP)
+	deploy/triton.sh up
+
+up: kafka triton
+
+down:
+	-deploy/triton.sh stop
+	-deploy/kafka.sh stop
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check streams services tests
+	$(VENV)/bin/mypy
+
+unit: $(STAMP)
+	$(VENV)/bin/pytest -q tests/unit
+
+test: $(STAMP)
+	deploy/run-tests.sh
+
+demo: $(STAMP)
+	deploy/demo.sh
+
+train: $(STAMP)
+	$(PY) -m services.training.train_cxr_lesion
+
+clean: down
+	rm -rf .state artifacts

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# `make demo`: start Kafka, Triton and one stream worker, run the simulated city for about a
+# minute (DEMO_SECONDS), print the city statistics, and stop everything this script started.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+state=${RADSTREAM_STATE:-$PWD/.state}
+mkdir -p "$state/dicom" "$state/worker"
+export RADSTREAM_DICOM_ROOTS=${RADSTREAM_DICOM_ROOTS:-$state/dicom}
+# Demo-only pseudonym key; a hospital sets its own secret (see docs/publishing.md).
+export RADSTREAM_PSEUDONYM_KEY=${RADSTREAM_PSEUDONYM_KEY:-radstream-demo-key-not-for-production}
+export RADSTREAM_APP_ID=${RADSTREAM_APP_ID:-radstream-demo}
+export RADSTREAM_WEB_PORT=${RADSTREAM_WEB_PORT:-6066}
+export RADSTREAM_METRICS_PORT=${RADSTREAM_METRICS_PORT:-9108}
+
+started=()
+worker_pid=
+cleanup() {
+  if [ -n "$worker_pid" ]; then kill "$worker_pid" 2>/dev/null || true; wait "$worker_pid" 2>/dev/null || true; fi
+  for svc in "${started[@]}"; do "deploy/$svc.sh" stop || true; done
+}
+trap cleanup EXIT
+
+deploy/kafka.sh status >/dev/null 2>&1 || started+=(kafka)
+deploy/kafka.sh up
+deploy/triton.sh status >/dev/null 2>&1 || started+=(triton)
+deploy/triton.sh up
+
+echo "worker: starting (log $state/worker/worker.log)"
+.venv/bin/radstream worker -l warning >"$state/worker/worker.log" 2>&1 &
+worker_pid=$!
+.venv/bin/python -m services.ops.wait_http "http://127.0.0.1:$RADSTREAM_WEB_PORT/stats" --timeout 90 \
+  || { tail -n 40 "$state/worker/worker.log"; exit 1; }
+
+.venv/bin/radstream demo "$@"
+echo "metrics: $(curl -s "127.0.0.1:$RADSTREAM_METRICS_PORT/metrics" | grep -c '^radstream_') radstream samples at http://127.0.0.1:$RADSTREAM_METRICS_PORT/metrics"

@@ -1,0 +1,1 @@
+"""The simulated city used by `make demo`: hospitals publishing studies against a live pipeline."""

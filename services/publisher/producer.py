@@ -1,0 +1,130 @@
+"""The hospital side's Kafka producer for StudyAnnounced events (thin adapter over librdkafka).
+
+Idempotent, `acks=all`: a retried send never duplicates a record in the log. Every event is
+validated against the contract before it is sent, so a hospital cannot put an invalid event on
+the bus.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import orjson
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+
+from streams.cloudevents import ce_headers
+from streams.schemas import EventKind, validate
+from streams.topics import STUDIES
+
+log = logging.getLogger(__name__)
+
+#: Seconds to wait for queue space when librdkafka's local queue is full.
+_BUFFER_WAIT_S = 0.1
+
+
+@dataclass(frozen=True)
+class PublishReport:
+    """Outcome of a publishing run; `pending` were neither acknowledged nor failed in time."""
+
+    delivered: int
+    failed: int
+    pending: int = 0
+    #: Filled by `publish_path`: what was found on disk and announced.
+    studies: int = 0
+    series: int = 0
+    instances: int = 0
+    files: int = 0
+    skipped_files: int = 0
+    #: Studies not sent: invalid against the schema, or with files outside the DICOM root.
+    rejected: int = 0
+
+    @property
+    def not_delivered(self) -> int:
+        return self.failed + self.pending
+
+    @property
+    def ok(self) -> bool:
+        return self.not_delivered == 0 and self.rejected == 0
+
+
+def source_for(hospital_id: str) -> str:
+    """CloudEvents `source` of a hospital's announcements."""
+    return f"radstream/hospital/{hospital_id}"
+
+
+def _config(bootstrap: str, compression: str, extra: dict[str, Any] | None) -> dict[str, Any]:
+    return {
+        "bootstrap.servers": bootstrap,
+        "client.id": "radstream-publisher",
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 5,
+        "compression.type": compression,
+        **(extra or {}),
+    }
+
+
+class StudyPublisher:
+    """Publishes StudyAnnounced bodies to `radiology.studies.v1`, keyed by study UID.
+
+    Use as a context manager, or call `flush` yourself before dropping it.
+    """
+
+    def __init__(self, bootstrap: str, *, config: dict[str, Any] | None = None) -> None:
+        self.delivered = 0
+        self.failed = 0
+        #: The last broker-level error (e.g. all brokers down), for a one-line report.
+        self.last_error: str | None = None
+        self.compression = "lz4"
+        try:
+            self._producer = Producer(self._with_callbacks(_config(bootstrap, "lz4", config)))
+        except KafkaException as exc:
+            # A librdkafka built without LZ4 rejects the codec; send uncompressed instead.
+            if "compression" not in str(exc):
+                raise
+            self.compression = "none"
+            self._producer = Producer(self._with_callbacks(_config(bootstrap, "none", config)))
+
+    def _with_callbacks(self, conf: dict[str, Any]) -> dict[str, Any]:
+        return {**conf, "error_cb": self._on_error, "logger": log}
+
+    def _on_error(self, error: KafkaError) -> None:
+        self.last_error = error.str()
+
+    def _on_delivery(self, error: KafkaError | None, _msg: Message) -> None:
+        if error is None:
+            self.delivered += 1
+        else:
+            self.failed += 1
+            self.last_error = error.str()
+
+    def publish(self, event: dict[str, Any]) -> None:
+        """Validate and queue one event; raises SchemaViolation for an invalid body."""
+        validate(EventKind.STUDY_ANNOUNCED, event)
+        body = orjson.dumps(event)
+        key = str(event["study_uid"]).encode()
+        headers: list[tuple[str, str | bytes | None]] = [
+            *ce_headers(STUDIES.event_type, source=source_for(event["hospital_id"]))]
+        while True:
+            try:
+                self._producer.produce(STUDIES.name, value=body, key=key, headers=headers,
+                                       on_delivery=self._on_delivery)
+                break
+            except BufferError:
+                self._producer.poll(_BUFFER_WAIT_S)
+        self._producer.poll(0)
+
+    def flush(self, timeout: float) -> PublishReport:
+        """Wait up to `timeout` seconds for every queued event to be acknowledged."""
+        pending = self._producer.flush(timeout)
+        return PublishReport(delivered=self.delivered, failed=self.failed, pending=pending)
+
+    def __enter__(self) -> StudyPublisher:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.flush(30.0 if exc_type is None else 5.0)

@@ -1,0 +1,125 @@
+"""Write a phantom as a real DICOM Part 10 file (Digital X-Ray Image Storage - For Presentation).
+
+Why real DICOM: the workers read studies through the same code path a hospital PACS export
+would exercise (file meta, transfer syntax, 12-bit pixels in 16-bit words, window tags), so the
+synthetic city tests the production reader, not a shortcut.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+from pydicom.dataset import FileDataset, FileMetaDataset
+from pydicom.uid import (
+    DigitalXRayImageStorageForPresentation,
+    ExplicitVRLittleEndian,
+    PYDICOM_IMPLEMENTATION_UID,
+)
+
+from streams.preprocess import robust_window
+
+#: Detector pitch written to PixelSpacing / ImagerPixelSpacing (mm); 512 px ~ 36 cm field.
+PIXEL_SPACING_MM = 0.7
+
+
+def _ds(value: float) -> str:
+    """Format a float as a DICOM DS (decimal string, at most 16 characters)."""
+    return f"{value:.6g}"
+
+
+def write_cxr_dicom(
+    path: Path,
+    pixels: np.ndarray,
+    *,
+    study_uid: str,
+    series_uid: str,
+    sop_uid: str,
+    patient_name: str,
+    patient_id: str,
+    birth_date: str,
+    accession: str,
+    institution: str,
+    station: str,
+    acquired_at: datetime,
+    modality: str = "DX",
+    body_part: str = "CHEST",
+    sex: str = "O",
+    age_years: int | None = None,
+    description: str = "CHEST PA",
+) -> None:
+    """Write one single-frame 12-bit MONOCHROME2 chest radiograph to ``path``."""
+    if pixels.ndim != 2:
+        raise ValueError(f"expected a 2-D image, got shape {pixels.shape}")
+    image = np.ascontiguousarray(pixels, dtype="<u2")
+    if int(image.max(initial=0)) > 4095:
+        raise ValueError("pixel values exceed 12 bits")
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = DigitalXRayImageStorageForPresentation
+    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    meta.ImplementationVersionName = "RADSTREAM_SYNTH"
+
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.SOPClassUID = DigitalXRayImageStorageForPresentation
+    ds.SOPInstanceUID = sop_uid
+    ds.StudyInstanceUID = study_uid
+    ds.SeriesInstanceUID = series_uid
+    ds.ImageType = ["ORIGINAL", "PRIMARY"]
+
+    date, time = acquired_at.strftime("%Y%m%d"), acquired_at.strftime("%H%M%S.%f")
+    ds.StudyDate = ds.SeriesDate = ds.AcquisitionDate = ds.ContentDate = date
+    ds.StudyTime = ds.SeriesTime = ds.AcquisitionTime = ds.ContentTime = time
+    ds.AcquisitionDateTime = f"{date}{time}"
+
+    ds.PatientName = patient_name
+    ds.PatientID = patient_id
+    ds.PatientBirthDate = birth_date
+    ds.PatientSex = sex
+    if age_years is not None:
+        ds.PatientAge = f"{max(0, min(age_years, 999)):03d}Y"
+    ds.AccessionNumber = accession
+    ds.ReferringPhysicianName = ""
+    ds.StudyID = accession[-16:]
+    ds.StudyDescription = description
+    ds.SeriesDescription = description
+
+    ds.Modality = modality
+    ds.BodyPartExamined = body_part
+    ds.ViewPosition = "PA"
+    ds.PatientOrientation = ["L", "F"]
+    ds.Manufacturer = "radstream synthetic"
+    ds.ManufacturerModelName = "CXR phantom"
+    ds.InstitutionName = institution
+    ds.StationName = station
+    ds.DeviceSerialNumber = station
+    ds.SeriesNumber = 1
+    ds.InstanceNumber = 1
+    ds.PresentationIntentType = "FOR PRESENTATION"
+    ds.BurnedInAnnotation = "NO"
+    ds.LossyImageCompression = "00"
+
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows, ds.Columns = image.shape
+    ds.BitsAllocated = 16
+    ds.BitsStored = 12
+    ds.HighBit = 11
+    ds.PixelRepresentation = 0
+    ds.PixelIntensityRelationship = "LOG"
+    ds.PixelIntensityRelationshipSign = 1
+    ds.PixelSpacing = [_ds(PIXEL_SPACING_MM), _ds(PIXEL_SPACING_MM)]
+    ds.ImagerPixelSpacing = [_ds(PIXEL_SPACING_MM), _ds(PIXEL_SPACING_MM)]
+    # The same robust window the preprocessing falls back to, so files with and without the
+    # window tags normalise alike.
+    center, width = robust_window(image.astype(np.float32))
+    ds.WindowCenter = _ds(center)
+    ds.WindowWidth = _ds(width)
+    ds.PixelData = image.tobytes()
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)

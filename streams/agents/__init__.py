@@ -1,0 +1,1 @@
+"""Faust agents: thin I/O shells around the pure logic in `streams/`."""

@@ -1,0 +1,148 @@
+"""Inference agents, one per AI service: micro-batch work items, decode and preprocess pixels
+in a thread pool (never on the event loop), run one batched Triton call, publish one Finding and
+one Latency event per study."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+import numpy as np
+
+from services.dicom_io import read_image_from_uri
+from services.triton.client import InferenceUnavailable, TritonModelClient
+from streams.agents.outcomes import Outbox, send_deadletter
+from streams.app import (
+    app,
+    deadletter_topic,
+    findings_topic,
+    latency_topic,
+    metrics,
+    services,
+    settings,
+    work_topics,
+)
+from streams.catalog import ServiceSpec
+from streams.cloudevents import parse_rfc3339, utc_now_rfc3339
+from streams.events import finding_ok, latency
+from streams.intake import parse_study
+from streams.preprocess import to_model_input
+from streams.reasons import InputRejected, Reason
+from streams.routing import matching_series
+
+log = logging.getLogger(__name__)
+
+_pool = ThreadPoolExecutor(settings.preprocess_threads, thread_name_prefix="preprocess")
+_triton = TritonModelClient(
+    settings.triton_grpc, attempts=settings.triton_attempts,
+    on_retry=lambda model: metrics.triton_retries.labels(model=model).inc())
+
+
+@dataclass
+class Prepared:
+    event: faust.EventT
+    study: dict[str, Any]
+    tensor: np.ndarray
+    consumed_at: float
+    fetch_s: float
+    preprocess_s: float
+
+
+def load_and_preprocess(spec: ServiceSpec, study: dict[str, Any]) -> tuple[np.ndarray, float, float]:
+    """Runs in the thread pool: file I/O, DICOM decoding and pixel work."""
+    series = matching_series(spec, study)
+    if not series:
+        raise InputRejected(Reason.SCHEMA_VIOLATION, f"no series for service {spec.id}")
+    t0 = time.perf_counter()
+    image = read_image_from_uri(series[0]["uri"], settings.dicom_roots,
+                                max_bytes=settings.max_file_bytes)
+    t1 = time.perf_counter()
+    tensor = to_model_input(image.pixels, photometric=image.photometric, slope=image.slope,
+                            intercept=image.intercept, window_center=image.window_center,
+                            window_width=image.window_width)
+    return tensor, t1 - t0, time.perf_counter() - t1
+
+
+async def infer_batch(spec: ServiceSpec, events: list[faust.EventT]) -> None:
+    loop = asyncio.get_running_loop()
+    outbox = Outbox(f"radstream/service/{spec.id}")
+    consumed_at = time.time()
+
+    async def prepare(event: faust.EventT) -> Prepared | None:
+        try:
+            study = parse_study(event.message.value)
+            tensor, fetch_s, prep_s = await loop.run_in_executor(
+                _pool, load_and_preprocess, spec, study)
+            return Prepared(event, study, tensor, consumed_at, fetch_s, prep_s)
+        except InputRejected as exc:
+            metrics.deadletters.labels(reason=exc.reason.value).inc()
+            await send_deadletter(outbox, deadletter_topic, event, exc.reason, exc.detail,
+                                  service=spec.id)
+        except Exception as exc:  # one bad study must not take the batch (or the agent) down
+            log.exception("%s: unexpected error while preparing a study", spec.id)
+            metrics.deadletters.labels(reason=Reason.INTERNAL_ERROR.value).inc()
+            await send_deadletter(outbox, deadletter_topic, event, Reason.INTERNAL_ERROR,
+                                  f"{type(exc).__name__}: {exc}", service=spec.id)
+        return None
+
+    prepared = [p for p in await asyncio.gather(*(prepare(e) for e in events)) if p]
+    if prepared:
+        await run_model(spec, prepared, outbox)
+    await outbox.flush()
+
+
+async def run_model(spec: ServiceSpec, prepared: list[Prepared], outbox: Outbox) -> None:
+    batch = np.stack([p.tensor for p in prepared])
+    metrics.batch_size.labels(service=spec.id).observe(len(prepared))
+    t0 = time.perf_counter()
+    try:
+        scores = await _triton.infer(spec.model, spec.model_version, spec.input_name,
+                                     spec.output_name, batch)
+    except InferenceUnavailable as exc:
+        for p in prepared:
+            metrics.deadletters.labels(reason=Reason.INFERENCE_FAILED.value).inc()
+            await send_deadletter(outbox, deadletter_topic, p.event, Reason.INFERENCE_FAILED,
+                                  str(exc), service=spec.id)
+        return
+    infer_s = time.perf_counter() - t0
+
+    t1 = time.perf_counter()
+    for p, row in zip(prepared, scores, strict=True):
+        body = finding_ok(p.study, spec, [float(x) for x in np.atleast_1d(row)],
+                          utc_now_rfc3339())
+        await outbox.send(findings_topic, p.study["study_uid"], body)
+        metrics.findings.labels(service=spec.id, status="ok").inc()
+    await outbox.flush()
+    publish_s = time.perf_counter() - t1
+    done = time.time()
+
+    for p in prepared:
+        published = parse_rfc3339(p.study["published_at"]).timestamp()
+        acquired = parse_rfc3339(p.study["acquired_at"]).timestamp()
+        stages = {"queue": p.consumed_at - published, "fetch": p.fetch_s,
+                  "preprocess": p.preprocess_s, "infer": infer_s, "publish": publish_s}
+        for stage, seconds in stages.items():
+            metrics.stage_seconds.labels(service=spec.id, stage=stage).observe(max(0.0, seconds))
+        metrics.end_to_end_seconds.labels(service=spec.id,
+                                          priority=p.study["priority"]).observe(done - published)
+        body = latency(p.study, spec.id, stages, done - published, done - acquired,
+                       len(prepared), utc_now_rfc3339())
+        await outbox.send(latency_topic, p.study["study_uid"], body)
+
+
+def _make_agent(spec: ServiceSpec) -> None:
+    async def infer(stream: faust.StreamT[bytes]) -> None:
+        async for events in stream.take_events(settings.batch_max,
+                                               within=settings.batch_within_s):
+            await infer_batch(spec, list(events))
+
+    app.agent(work_topics[spec.id], name=f"infer-{spec.id}")(infer)
+
+
+for _spec in services:
+    _make_agent(_spec)

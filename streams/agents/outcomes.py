@@ -1,0 +1,68 @@
+"""Publishing outcomes (Findings, Latency, DeadLetters) and waiting until the broker has them.
+
+Agents await every outcome's delivery before their batch returns, because returning is what lets
+Faust acknowledge the input: an input is never acknowledged without its outcome on the bus.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Mapping
+from typing import Any
+
+import faust
+import orjson
+
+from streams import topics
+from streams.cloudevents import ce_headers, utc_now_rfc3339
+from streams.events import deadletter
+from streams.reasons import Reason
+from streams.schemas import EventKind, validate
+
+log = logging.getLogger(__name__)
+
+_KIND_OF_TOPIC = {
+    topics.FINDINGS.name: (EventKind.FINDING, topics.FINDINGS.event_type),
+    topics.LATENCY.name: (EventKind.LATENCY, topics.LATENCY.event_type),
+    topics.DEADLETTER.name: (EventKind.DEADLETTER, topics.DEADLETTER.event_type),
+}
+
+
+class Outbox:
+    """Collects sends for one batch; `flush()` waits until the broker acknowledged all of them."""
+
+    def __init__(self, source: str) -> None:
+        self._source = source
+        self._pending: list[Awaitable[Any]] = []
+
+    async def send(self, topic: faust.TopicT, key: str, body: Mapping[str, Any]) -> None:
+        kind, ce_type = _KIND_OF_TOPIC[topic.get_topic_name()]
+        # Every event we produce must match the published contract; a bug here must fail loudly.
+        validate(kind, body)
+        fut = await topic.send(key=key.encode(), value=orjson.dumps(body),
+                               headers=ce_headers(ce_type, self._source), force=True)
+        self._pending.append(fut)
+
+    async def forward(self, topic: faust.TopicT, key: str, value: bytes) -> None:
+        """Send an internal record (a work item) as is: no contract event, no CloudEvents."""
+        self._pending.append(await topic.send(key=key.encode(), value=value, force=True))
+
+    async def flush(self) -> None:
+        pending, self._pending = self._pending, []
+        if pending:
+            await asyncio.gather(*pending)
+
+
+async def send_deadletter(outbox: Outbox, topic: faust.TopicT, event: faust.EventT,
+                          reason: Reason, detail: str, *, service: str | None = None) -> None:
+    msg = event.message
+    key = msg.key if isinstance(msg.key, bytes | str) else None
+    payload = msg.value if isinstance(msg.value, bytes) else b""
+    record = deadletter(reason, detail, topic=msg.topic, partition=msg.partition,
+                        offset=msg.offset, key=key, payload=payload,
+                        produced_at=utc_now_rfc3339(), service=service)
+    out_key = key.decode("utf-8", "replace") if isinstance(key, bytes) else (key or "")
+    log.warning("dead-letter %s from %s[%d]@%d: %s", reason.value, msg.topic, msg.partition,
+                msg.offset, detail[:200])
+    await outbox.send(topic, out_key, record)

@@ -1,0 +1,64 @@
+"""The radstream Faust app: `faust -A streams.app worker -l info` (or `radstream worker`).
+
+Agents live in `streams/agents/`; this module wires settings, topics, tables, the metrics
+endpoint and the stats API together. Which AI-service agents a worker runs is chosen with
+RADSTREAM_SERVICES, so a process can be dedicated to some services only.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import faust
+from prometheus_client import CollectorRegistry, start_http_server
+
+from streams import catalog, topics
+from streams.config import Settings
+from streams.metrics import create_metrics
+
+log = logging.getLogger(__name__)
+
+settings = Settings.from_env()
+
+app = faust.App(
+    settings.app_id,
+    broker=f"kafka://{settings.kafka}",
+    store=settings.store,
+    datadir=str(settings.datadir),
+    web_host="127.0.0.1",
+    web_port=settings.web_port,
+    topic_partitions=topics.STUDY_PARTITIONS,
+    # acks=all: an outcome counts as published only once the broker has it durably.
+    producer_acks=-1,
+    # Commit offsets often: what is committed is only ever what already has its outcome.
+    broker_commit_every=200,
+    broker_commit_interval=1.0,
+)
+
+registry = CollectorRegistry()
+metrics = create_metrics(registry)
+
+
+def raw_topic(spec: topics.TopicSpec) -> faust.TopicT:
+    """Bytes in, bytes out: we parse and validate ourselves, so bad JSON becomes a DeadLetter
+    instead of a deserializer crash inside Faust."""
+    return app.topic(spec.name, partitions=spec.partitions, key_type=bytes, value_type=bytes,
+                     key_serializer="raw", value_serializer="raw")
+
+
+studies_topic = raw_topic(topics.STUDIES)
+findings_topic = raw_topic(topics.FINDINGS)
+latency_topic = raw_topic(topics.LATENCY)
+deadletter_topic = raw_topic(topics.DEADLETTER)
+work_topics = {s: raw_topic(topics.work_topic(s)) for s in topics.WORK_SERVICES}
+services = catalog.select(settings.services)
+
+
+@app.task
+async def serve_metrics() -> None:
+    start_http_server(settings.metrics_port, addr="127.0.0.1", registry=registry)
+    log.info("metrics: http://127.0.0.1:%d/metrics", settings.metrics_port)
+
+
+# Agents register themselves on import; imported last because they use `app` above.
+from streams.agents import aggregate, inference, router  # noqa: E402, F401

@@ -1,0 +1,70 @@
+"""Worker settings, read once from environment variables (12-factor style).
+
+Every knob has a default that works with `make demo` on one machine. Names are documented in
+README.md; `Settings.from_env()` is the only place that reads them.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+@dataclass(frozen=True)
+class Settings:
+    #: Kafka bootstrap servers (librdkafka/aiokafka `host:port[,host:port]`).
+    kafka: str = "127.0.0.1:9092"
+    #: Triton gRPC endpoint.
+    triton_grpc: str = "127.0.0.1:8001"
+    #: Directories a study's `file://` URIs may point into; anything else is dead-lettered.
+    dicom_roots: tuple[Path, ...] = field(default_factory=lambda: (REPO_ROOT / ".state" / "dicom",))
+    #: Faust consumer group / app id.
+    app_id: str = "radstream"
+    #: Port of the stats HTTP API (Faust web).
+    web_port: int = 6066
+    #: Port of the Prometheus /metrics endpoint.
+    metrics_port: int = 9108
+    #: AI services this worker runs agents for (empty: all services in the catalog).
+    services: tuple[str, ...] = ()
+    #: Micro-batch size and wait: the agent takes up to `batch_max` studies or waits `batch_within_s`.
+    batch_max: int = 32
+    batch_within_s: float = 0.05
+    #: Threads decoding DICOM and preprocessing pixels off the event loop.
+    preprocess_threads: int = 2
+    #: Triton retries before a study is dead-lettered with `inference_failed`.
+    triton_attempts: int = 6
+    #: Largest DICOM file the worker reads (bytes).
+    max_file_bytes: int = 64 * 1024 * 1024
+    #: Faust table store; `memory://` is rebuilt from the changelog at start.
+    store: str = "memory://"
+    #: Where Faust keeps local state.
+    datadir: Path = REPO_ROOT / ".state" / "faust"
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        d = cls()
+        roots = _env("RADSTREAM_DICOM_ROOTS", "")
+        services = _env("RADSTREAM_SERVICES", "")
+        return cls(
+            kafka=_env("RADSTREAM_KAFKA", d.kafka),
+            triton_grpc=_env("RADSTREAM_TRITON_GRPC", d.triton_grpc),
+            dicom_roots=tuple(Path(p) for p in roots.split(os.pathsep) if p) or d.dicom_roots,
+            app_id=_env("RADSTREAM_APP_ID", d.app_id),
+            web_port=int(_env("RADSTREAM_WEB_PORT", str(d.web_port))),
+            metrics_port=int(_env("RADSTREAM_METRICS_PORT", str(d.metrics_port))),
+            services=tuple(s for s in services.split(",") if s),
+            batch_max=int(_env("RADSTREAM_BATCH_MAX", str(d.batch_max))),
+            batch_within_s=float(_env("RADSTREAM_BATCH_WITHIN_S", str(d.batch_within_s))),
+            preprocess_threads=int(_env("RADSTREAM_PREPROCESS_THREADS", str(d.preprocess_threads))),
+            triton_attempts=int(_env("RADSTREAM_TRITON_ATTEMPTS", str(d.triton_attempts))),
+            max_file_bytes=int(_env("RADSTREAM_MAX_FILE_BYTES", str(d.max_file_bytes))),
+            store=_env("RADSTREAM_STORE", d.store),
+            datadir=Path(_env("RADSTREAM_DATADIR", str(d.datadir))),
+        )

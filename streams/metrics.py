@@ -1,0 +1,67 @@
+"""Prometheus metrics for the workers, built in a factory that takes the registry.
+
+Conventions: `radstream_` namespace, base units (`_seconds`), `_total` counters, and labels
+drawn from small fixed sets (service, status, stage, priority, reason). Never a study, patient,
+hospital or device identifier: those are unbounded and some are sensitive.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+#: Labels any radstream metric may carry. The metric-naming test enforces this list.
+ALLOWED_LABELS = frozenset({"service", "status", "stage", "priority", "reason", "model"})
+
+STAGES = ("queue", "fetch", "preprocess", "infer", "publish")
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                    60.0, 300.0, 900.0, 3600.0)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+
+
+@dataclass(frozen=True)
+class Metrics:
+    studies_received: Counter
+    work_items: Counter
+    findings: Counter
+    deadletters: Counter
+    batch_size: Histogram
+    stage_seconds: Histogram
+    end_to_end_seconds: Histogram
+    triton_retries: Counter
+
+
+def create_metrics(registry: CollectorRegistry) -> Metrics:
+    return Metrics(
+        studies_received=Counter(
+            "radstream_studies_received_total",
+            "StudyAnnounced events consumed by the router.", registry=registry),
+        work_items=Counter(
+            "radstream_work_items_total",
+            "Studies routed to an AI service.", ["service"], registry=registry),
+        findings=Counter(
+            "radstream_findings_total",
+            "Findings published, by service and status.", ["service", "status"],
+            registry=registry),
+        deadletters=Counter(
+            "radstream_deadletters_total",
+            "Records sent to the dead-letter topic, by reason code.", ["reason"],
+            registry=registry),
+        batch_size=Histogram(
+            "radstream_inference_batch_size",
+            "Studies per inference call sent to Triton.", ["service"],
+            buckets=_BATCH_BUCKETS, registry=registry),
+        stage_seconds=Histogram(
+            "radstream_stage_duration_seconds",
+            "Time a study spends in each pipeline stage.", ["service", "stage"],
+            buckets=_LATENCY_BUCKETS, registry=registry),
+        end_to_end_seconds=Histogram(
+            "radstream_end_to_end_seconds",
+            "From the hospital's published_at to the Finding, by priority.",
+            ["service", "priority"], buckets=_LATENCY_BUCKETS, registry=registry),
+        triton_retries=Counter(
+            "radstream_triton_retries_total",
+            "Inference calls retried after a Triton error.", ["model"], registry=registry),
+    )

@@ -1,0 +1,91 @@
+"""Turn a decoded radiograph into the tensor every chest model expects; pure numpy, no I/O.
+
+The worker and the training script both call :func:`to_model_input`, so the model sees exactly
+the same normalisation in production as in training (one source of truth for preprocessing).
+
+Pipeline: modality rescale (slope/intercept) -> window/level to [0, 1] (the DICOM window when
+the file carries one, else the robust 1st..99th percentile range) -> invert MONOCHROME1 so
+that bone is always bright -> area-averaging resize to ``MODEL_INPUT_SIZE`` squared.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from streams.reasons import InputRejected, Reason
+
+#: Side of the square image the chest models take, in pixels.
+MODEL_INPUT_SIZE = 128
+
+#: Percentiles that bound the automatic window when the file has none.
+ROBUST_PERCENTILES = (1.0, 99.0)
+
+
+def robust_window(values: np.ndarray) -> tuple[float, float]:
+    """Window (center, width) spanning the 1st..99th percentile; robust to hot/dead pixels."""
+    lo, hi = np.percentile(values, ROBUST_PERCENTILES)
+    width = max(float(hi) - float(lo), 1e-6)
+    return float(lo) + width / 2.0, width
+
+
+def to_model_input(
+    pixels: np.ndarray,
+    *,
+    photometric: str = "MONOCHROME2",
+    slope: float = 1.0,
+    intercept: float = 0.0,
+    window_center: float | None = None,
+    window_width: float | None = None,
+) -> np.ndarray:
+    """Return a float32 array of shape (1, MODEL_INPUT_SIZE, MODEL_INPUT_SIZE) in [0, 1].
+
+    Raises:
+        InputRejected: with ``Reason.PIXELS_UNREADABLE`` when the pixels are not a finite,
+            non-empty 2-D image (the study then becomes a technical defect, not a crash).
+    """
+    arr = np.asarray(pixels)
+    if arr.ndim != 2:
+        raise InputRejected(Reason.PIXELS_UNREADABLE, f"expected a 2-D image, got shape {arr.shape}")
+    if arr.size == 0:
+        raise InputRejected(Reason.PIXELS_UNREADABLE, "image has no pixels")
+    if not (np.issubdtype(arr.dtype, np.number) and not np.issubdtype(arr.dtype, np.complexfloating)):
+        raise InputRejected(Reason.PIXELS_UNREADABLE, f"pixel dtype {arr.dtype} is not real")
+    values = arr.astype(np.float32) * np.float32(slope) + np.float32(intercept)
+    if not np.isfinite(values).all():
+        raise InputRejected(Reason.PIXELS_UNREADABLE, "image contains non-finite values")
+
+    if window_center is None or window_width is None or not window_width > 0:
+        window_center, window_width = robust_window(values)
+    lo = np.float32(window_center - window_width / 2.0)
+    scaled = (values - lo) * np.float32(1.0 / window_width)
+    np.clip(scaled, 0.0, 1.0, out=scaled)
+    if photometric.strip().upper() == "MONOCHROME1":
+        scaled = np.float32(1.0) - scaled
+
+    out = _resize_area(scaled, MODEL_INPUT_SIZE, MODEL_INPUT_SIZE)
+    return out[np.newaxis].astype(np.float32, copy=False)
+
+
+def _resize_area(image: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
+    """Area-averaging resize: block mean when sizes divide, else a separable overlap matrix."""
+    in_h, in_w = image.shape
+    if in_h % out_h == 0 and in_w % out_w == 0:
+        fh, fw = in_h // out_h, in_w // out_w
+        return image.reshape(out_h, fh, out_w, fw).mean(axis=(1, 3), dtype=np.float32)
+    rows = _area_matrix(in_h, out_h)
+    cols = _area_matrix(in_w, out_w)
+    return (rows @ image @ cols.T).astype(np.float32, copy=False)
+
+
+def _area_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """Weights (n_out, n_in) = overlap of each output cell with each input pixel, rows sum to 1.
+
+    A separable linear resample: exact area averaging when shrinking, a box (nearest-like)
+    resample when growing, without pulling in scipy or PIL.
+    """
+    edges = np.linspace(0.0, n_in, n_out + 1)
+    starts, ends = edges[:-1, None], edges[1:, None]
+    pix = np.arange(n_in, dtype=np.float64)[None, :]
+    overlap = np.clip(np.minimum(ends, pix + 1.0) - np.maximum(starts, pix), 0.0, None)
+    overlap /= overlap.sum(axis=1, keepdims=True)
+    return overlap.astype(np.float32)
