@@ -28,6 +28,7 @@ app = faust.App(
     web_host="127.0.0.1",
     web_port=settings.web_port,
     topic_partitions=topics.STUDY_PARTITIONS,
+    consumer_auto_offset_reset=settings.offset_reset,
     # acks=all: an outcome counts as published only once the broker has it durably.
     producer_acks=-1,
     # Commit offsets often: what is committed is only ever what already has its outcome.

@@ -42,6 +42,8 @@ class Settings:
     triton_attempts: int = 6
     #: Largest DICOM file the worker reads (bytes).
     max_file_bytes: int = 64 * 1024 * 1024
+    #: Where a consumer group with no committed offset starts: `earliest` loses nothing.
+    offset_reset: str = "earliest"
     #: Faust table store; `memory://` is rebuilt from the changelog at start.
     store: str = "memory://"
     #: Where Faust keeps local state.
@@ -65,6 +67,7 @@ class Settings:
             preprocess_threads=int(_env("RADSTREAM_PREPROCESS_THREADS", str(d.preprocess_threads))),
             triton_attempts=int(_env("RADSTREAM_TRITON_ATTEMPTS", str(d.triton_attempts))),
             max_file_bytes=int(_env("RADSTREAM_MAX_FILE_BYTES", str(d.max_file_bytes))),
+            offset_reset=_env("RADSTREAM_OFFSET_RESET", d.offset_reset),
             store=_env("RADSTREAM_STORE", d.store),
             datadir=Path(_env("RADSTREAM_DATADIR", str(d.datadir))),
         )

@@ -104,17 +104,25 @@ def publish_path(path: Path, *, root: Path, hospital_id: str | None, priority: s
         if progress_every and n % progress_every == 0 and n < total:
             log(f"queued {n}/{total} studies ({publisher.delivered} acknowledged)")
     report = publisher.flush(flush_timeout)
-    if report.not_delivered and publisher.last_error:
-        log(f"kafka: {publisher.last_error}")
     return dataclasses.replace(
         report, studies=total, series=found.series, instances=found.instances,
         files=found.stats.files, skipped_files=found.stats.skipped, rejected=found.rejected)
 
 
-def _summary(verb: str, studies: int, series: int, instances: int, files: int,
+def _summary(verb: str, done: int, studies: int, series: int, instances: int, files: int,
              skipped: int) -> str:
-    return (f"{verb} {studies} studies ({series} series, {instances} instances) from {files} "
+    count = f"{done}" if done == studies else f"{done} of {studies}"
+    return (f"{verb} {count} studies ({series} series, {instances} instances) from {files} "
             f"files; {skipped} non-DICOM files skipped")
+
+
+def _print_events(events: list[dict[str, Any]]) -> None:
+    try:
+        for event in events:
+            sys.stdout.buffer.write(orjson.dumps(event) + b"\n")
+        sys.stdout.flush()
+    except BrokenPipeError:  # `| head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def run(args: argparse.Namespace) -> int:
@@ -126,10 +134,9 @@ def run(args: argparse.Namespace) -> int:
         if args.dry_run:
             found = build_announcements(path, root=root, hospital_id=args.hospital_id,
                                         priority=args.priority, key=key)
-            for event in found.events:
-                sys.stdout.buffer.write(orjson.dumps(event) + b"\n")
-            sys.stdout.flush()
-            _stderr(_summary("dry run: would publish", len(found.events), found.series,
+            _print_events(found.events)
+            n = len(found.events)
+            _stderr(_summary("dry run: would publish", n, n, found.series,
                              found.instances, found.stats.files, found.stats.skipped))
             if found.rejected:
                 _stderr(f"error: {found.rejected} studies rejected (see above)")
@@ -140,12 +147,13 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         _stderr(f"error: {exc}")
         return 1
-    _stderr(_summary("published", report.delivered, report.series, report.instances,
-                     report.files, report.skipped_files))
+    _stderr(_summary("published", report.delivered, report.studies, report.series,
+                     report.instances, report.files, report.skipped_files))
     if report.not_delivered:
         _stderr(f"error: {report.not_delivered} of {report.studies} studies not delivered to "
                 f"{args.bootstrap} within {args.flush_timeout:g}s "
-                f"({report.failed} failed, {report.pending} still queued)")
+                f"({report.failed} failed, {report.pending} still queued"
+                f"{'; last error: ' + report.last_error if report.last_error else ''})")
     if report.rejected:
         _stderr(f"error: {report.rejected} studies rejected (see above)")
     return 0 if report.ok else 1

@@ -19,7 +19,10 @@ from streams.cloudevents import ce_headers
 from streams.schemas import EventKind, validate
 from streams.topics import STUDIES
 
-log = logging.getLogger(__name__)
+#: librdkafka's own log lines (one per failed connect, …) go here: quiet unless the application
+#: configures logging; the publisher reports the last broker error itself.
+librdkafka_log = logging.getLogger(f"{__name__}.librdkafka")
+librdkafka_log.addHandler(logging.NullHandler())
 
 #: Seconds to wait for queue space when librdkafka's local queue is full.
 _BUFFER_WAIT_S = 0.1
@@ -40,6 +43,8 @@ class PublishReport:
     skipped_files: int = 0
     #: Studies not sent: invalid against the schema, or with files outside the DICOM root.
     rejected: int = 0
+    #: The last broker or delivery error seen, for the one-line report ("" if none).
+    last_error: str = ""
 
     @property
     def not_delivered(self) -> int:
@@ -89,7 +94,7 @@ class StudyPublisher:
             self._producer = Producer(self._with_callbacks(_config(bootstrap, "none", config)))
 
     def _with_callbacks(self, conf: dict[str, Any]) -> dict[str, Any]:
-        return {**conf, "error_cb": self._on_error, "logger": log}
+        return {**conf, "error_cb": self._on_error, "logger": librdkafka_log}
 
     def _on_error(self, error: KafkaError) -> None:
         self.last_error = error.str()
@@ -120,7 +125,8 @@ class StudyPublisher:
     def flush(self, timeout: float) -> PublishReport:
         """Wait up to `timeout` seconds for every queued event to be acknowledged."""
         pending = self._producer.flush(timeout)
-        return PublishReport(delivered=self.delivered, failed=self.failed, pending=pending)
+        return PublishReport(delivered=self.delivered, failed=self.failed, pending=pending,
+                             last_error=self.last_error or "")
 
     def __enter__(self) -> StudyPublisher:
         return self

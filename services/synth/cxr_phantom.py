@@ -27,6 +27,10 @@ import numpy as np
 
 #: Largest value of a 12-bit detector.
 MAX_VALUE_12BIT = 4095
+#: Nodule radius range in pixels at size 512 (scaled with the image size).
+LESION_RADIUS_PX = (5.0, 16.0)
+#: Nodule peak contrast range in attenuation units (lung is ~0.35 below soft tissue).
+LESION_CONTRAST = (0.08, 0.40)
 
 
 @dataclass(frozen=True)
@@ -86,7 +90,7 @@ def render_chest_xray(
     posterior = np.cos(2 * np.pi * (v - bend * u**2 - phase) / period)
     anterior = np.cos(2 * np.pi * (v + 0.8 * bend * u**2 - phase * 1.7) / (period * 1.3))
     rib_gain = rng.uniform(0.10, 0.18)
-    ribs = rib_gain * np.clip((posterior - 0.1) * 2.5, 0.0, 1.0) + 0.4 * rib_gain * np.clip(
+    ribs = rib_gain * np.clip((posterior - 0.1) * 2.5, 0.0, 1.0) + 0.25 * rib_gain * np.clip(
         (anterior - 0.3) * 2.5, 0.0, 1.0
     )
     atten = atten + ribs * thorax
@@ -112,8 +116,9 @@ def render_chest_xray(
             candidates = np.arange(size * size)
         index = int(rng.choice(candidates))
         cy, cx = divmod(index, size)
-        radius = float(rng.uniform(5.0, 16.0)) * scale
-        contrast = float(0.04 + 0.26 * rng.beta(1.3, 2.0))
+        radius = float(rng.uniform(*LESION_RADIUS_PX)) * scale
+        lo, hi = LESION_CONTRAST
+        contrast = float(lo + (hi - lo) * rng.beta(1.3, 2.0))
         sigma = radius / 2.0
         yy = np.arange(size, dtype=np.float32)[:, None] - cy
         xx = np.arange(size, dtype=np.float32)[None, :] - cx

@@ -43,6 +43,11 @@ KERNEL_SIZE = 15
 #: Pixels averaged by the "top-k mean" pooling: a nodule covers a few dozen pixels.
 TOP_K = 16
 HIDDEN = 12
+#: Gaussian blur (px) and level below which the blurred image counts as lung.
+GATE_SIGMA = 3.0
+LUNG_LEVEL = 0.6
+#: Pixels dropped at each edge before pooling (zero padding makes false blobs there).
+BORDER = 8
 LOG_EPS = 1e-4
 ONNX_OPSET = 17
 
@@ -53,7 +58,8 @@ ONNX_OPSET = 17
 def hessian_kernels(sigmas: Sequence[float] = SIGMAS, size: int = KERNEL_SIZE) -> np.ndarray:
     """Scale-normalised Gaussian second derivatives, shape (3 * S, 1, size, size).
 
-    Channel order: all Lxx, then all Lyy, then all Lxy. Every kernel is symmetric under a
+    Channel order: all Lxx, then all Lyy, then all Lxy, then one Gaussian blur for the lung
+    gate (shape (3 * S + 1, 1, size, size)). Every kernel is symmetric under a
     180-degree rotation, so correlation (ONNX Conv) and convolution (FFT) agree.
     """
     half = size // 2
@@ -69,7 +75,9 @@ def hessian_kernels(sigmas: Sequence[float] = SIGMAS, size: int = KERNEL_SIZE) -
         xx.append(s2 * np.outer(g, d2))  # rows = y, cols = x
         yy.append(s2 * np.outer(d2, g))
         xy.append(s2 * np.outer(d1, d1))
-    return np.stack(xx + yy + xy)[:, None].astype(np.float32)
+    g = np.exp(-(x**2) / (2 * GATE_SIGMA**2))
+    blur = np.outer(g, g) / np.outer(g, g).sum()
+    return np.stack([*xx, *yy, *xy, blur])[:, None].astype(np.float32)
 
 
 def conv_same(images: np.ndarray, kernels: np.ndarray) -> np.ndarray:
@@ -85,16 +93,23 @@ def conv_same(images: np.ndarray, kernels: np.ndarray) -> np.ndarray:
 
 
 def blob_maps(responses: np.ndarray, n_scales: int) -> np.ndarray:
-    """(B, 3S, H, W) Hessian responses -> (B, 2S, H, W): bright-blob measure and -Laplacian."""
+    """(B, 3S + 1, H, W) filter responses -> (B, 2S, H', W') lung-gated blob maps.
+
+    Maps are the bright-blob measure and the negative Laplacian, multiplied by a lung gate
+    ``relu(LUNG_LEVEL - blurred image)`` (nodules sit on dark lung, spine and mediastinum are
+    bright) and cropped by ``BORDER`` pixels to drop zero-padding artefacts.
+    """
     lxx = responses[:, :n_scales]
     lyy = responses[:, n_scales : 2 * n_scales]
-    lxy = responses[:, 2 * n_scales :]
+    lxy = responses[:, 2 * n_scales : 3 * n_scales]
+    gate = np.maximum(np.float32(LUNG_LEVEL) - responses[:, 3 * n_scales :], 0.0)
     half_trace = (lxx + lyy) * np.float32(0.5)
     half_diff = (lxx - lyy) * np.float32(0.5)
     lam_max = half_trace + np.sqrt(half_diff * half_diff + lxy * lxy)
     blob = np.maximum(-lam_max, 0.0)
     neg_lap = np.maximum(-(lxx + lyy), 0.0)
-    return np.concatenate([blob, neg_lap], axis=1)
+    maps = np.concatenate([blob, neg_lap], axis=1) * gate
+    return maps[:, :, BORDER:-BORDER, BORDER:-BORDER]
 
 
 def pooled_features(maps: np.ndarray) -> np.ndarray:
@@ -108,7 +123,7 @@ def pooled_features(maps: np.ndarray) -> np.ndarray:
 
 def raw_features(images: np.ndarray, kernels: np.ndarray, chunk: int = 64) -> np.ndarray:
     """Images (B, 1, H, W) in [0, 1] -> log-pooled features (B, 6S), computed in chunks."""
-    n_scales = kernels.shape[0] // 3
+    n_scales = (kernels.shape[0] - 1) // 3
     out = []
     for start in range(0, images.shape[0], chunk):
         resp = conv_same(images[start : start + chunk, 0], kernels)

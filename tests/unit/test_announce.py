@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import numpy as np
 import orjson
 import pytest
 from pydicom.dataset import FileDataset, FileMetaDataset
-from pydicom.uid import DigitalXRayImageStorageForPresentation, ExplicitVRLittleEndian
+from pydicom.uid import UID, DigitalXRayImageStorageForPresentation, ExplicitVRLittleEndian
 
 from services.publisher.announce import build_announcement, sanitize_id
+from services.publisher.cli import build_announcements, register
 from services.publisher.pseudonym import Pseudonymizer
 from services.publisher.scan import ScanStats, group_instances, read_header, scan_tree
 from streams.schemas import EventKind, validate
@@ -31,7 +33,7 @@ def write_instance(root: Path, *, study_uid: str, series_uid: str, sop_uid: str,
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = DigitalXRayImageStorageForPresentation
-    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.MediaStorageSOPInstanceUID = UID(sop_uid)
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
     ds.SOPClassUID = DigitalXRayImageStorageForPresentation
@@ -150,3 +152,56 @@ def test_scan_skips_and_counts_non_dicom_files(study_dir: Path) -> None:
     headers = list(scan_tree(study_dir, stats))
     assert (len(headers), stats.files, stats.dicom, stats.skipped) == (3, 4, 3, 1)
     assert read_header(study_dir / "H001" / "README.txt") is None
+
+
+def _cli(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="radstream")
+    register(parser.add_subparsers())
+    return parser.parse_args(list(argv))
+
+
+def test_cli_dry_run_prints_valid_events_and_a_summary(
+        study_dir: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("RADSTREAM_PSEUDONYM_KEY", KEY.hex())
+    args = _cli("publish", str(study_dir), "--dry-run", "--hospital-id", "gkb-67")
+    assert args.func(args) == 0
+    out, err = capsys.readouterr()
+    [event] = [orjson.loads(line) for line in out.splitlines()]
+    validate(EventKind.STUDY_ANNOUNCED, event)
+    assert event["hospital_id"] == "gkb-67"
+    assert ("would publish 1 studies (2 series, 3 instances) from 4 files; "
+            "1 non-DICOM files skipped") in err
+
+
+def test_cli_without_key_fails_with_one_clear_line(
+        study_dir: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.delenv("RADSTREAM_PSEUDONYM_KEY", raising=False)
+    args = _cli("publish", str(study_dir), "--dry-run")
+    assert args.func(args) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: RADSTREAM_PSEUDONYM_KEY is not set") and err.count("\n") == 1
+
+
+def test_cli_refuses_a_path_outside_the_root(
+        study_dir: Path, tmp_path_factory: pytest.TempPathFactory,
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("RADSTREAM_PSEUDONYM_KEY", KEY.hex())
+    other_root = tmp_path_factory.mktemp("elsewhere")
+    args = _cli("publish", str(study_dir), "--root", str(other_root), "--dry-run")
+    assert args.func(args) == 1
+    assert "is not under the DICOM root" in capsys.readouterr().err
+
+
+def test_a_symlink_leaving_the_root_rejects_its_study(
+        study_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    outside = tmp_path_factory.mktemp("outside")
+    target = write_instance(outside, study_uid="1.7", series_uid="1.7.1", sop_uid="1.7.1.1")
+    (study_dir / "H001" / "link.dcm").symlink_to(target)
+    lines: list[str] = []
+    found = build_announcements(study_dir, root=study_dir, hospital_id=None,
+                                priority="routine", key=KEY, log=lines.append)
+    assert [e["study_uid"] for e in found.events] == ["1.2.3"]
+    assert found.events[0]["hospital_id"] == "H001"  # from InstitutionName
+    assert found.rejected == 1 and "1.7" in lines[0] and "outside the DICOM root" in lines[0]

@@ -1,0 +1,104 @@
+"""Fixtures for integration tests: the real Kafka broker, the real Triton server, and a real
+stream worker process. Kafka and Triton are started if they are not running (the scripts are
+idempotent) and stopped at the end only if this session started them."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from services.ops.wait_http import wait_http
+from streams.config import REPO_ROOT
+
+from .bus import probe_worker
+
+TEST_KEY = "radstream-test-pseudonym-key-0123456789"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _ensure(service: str) -> bool:
+    """Start a local service unless it is already running; return True if we started it."""
+    script = REPO_ROOT / "deploy" / f"{service}.sh"
+    running = subprocess.run([script, "status"], capture_output=True).returncode == 0
+    subprocess.run([script, "up"], check=True)
+    return not running
+
+
+@pytest.fixture(scope="session")
+def services() -> Iterator[None]:
+    started = [s for s in ("kafka", "triton") if _ensure(s)]
+    yield
+    for s in reversed(started):
+        subprocess.run([REPO_ROOT / "deploy" / f"{s}.sh", "stop"], check=False)
+
+
+@pytest.fixture(scope="session")
+def bootstrap(services: None) -> str:
+    return os.environ.get("RADSTREAM_KAFKA", "127.0.0.1:9092")
+
+
+@dataclass(frozen=True)
+class Worker:
+    root: Path
+    stats_url: str
+    metrics_url: str
+    log: Path
+    proc: subprocess.Popen[bytes]
+
+    def metrics_text(self) -> str:
+        with urllib.request.urlopen(self.metrics_url, timeout=5) as resp:
+            return resp.read().decode()
+
+
+@pytest.fixture(scope="session")
+def worker(bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
+    """One real `radstream worker` for the session, in its own consumer group, reading only
+    what is published after it started (probes prove it is positioned on every partition)."""
+    root = tmp_path_factory.mktemp("dicom-root")
+    state = tmp_path_factory.mktemp("worker-state")
+    web, metrics = _free_port(), _free_port()
+    env = {
+        **os.environ,
+        "RADSTREAM_KAFKA": bootstrap,
+        "RADSTREAM_APP_ID": f"radstream-test-{uuid.uuid4().hex[:8]}",
+        "RADSTREAM_WEB_PORT": str(web),
+        "RADSTREAM_METRICS_PORT": str(metrics),
+        "RADSTREAM_DICOM_ROOTS": str(root),
+        "RADSTREAM_OFFSET_RESET": "latest",
+        "RADSTREAM_DATADIR": str(state / "faust"),
+        "RADSTREAM_TRITON_ATTEMPTS": "3",
+    }
+    log = REPO_ROOT / "artifacts" / "worker.log"
+    log.parent.mkdir(exist_ok=True)
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "services.cli", "worker", "-l", "info"],
+                                cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    w = Worker(root, f"http://127.0.0.1:{web}/stats", f"http://127.0.0.1:{metrics}/metrics",
+               log, proc)
+    try:
+        if not wait_http(w.stats_url, 120):
+            pytest.fail(f"worker did not serve {w.stats_url}; see {log}")
+        probe_worker(bootstrap, timeout_s=120)
+        yield w
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        time.sleep(0)
