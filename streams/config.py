@@ -24,7 +24,8 @@ class Settings:
     #: Triton gRPC endpoint.
     triton_grpc: str = "127.0.0.1:8001"
     #: Directories a study's `file://` URIs may point into; anything else is dead-lettered.
-    dicom_roots: tuple[Path, ...] = field(default_factory=lambda: (REPO_ROOT / ".state" / "dicom",))
+    dicom_roots: tuple[Path, ...] = field(
+        default_factory=lambda: (REPO_ROOT / ".state" / "dicom",))
     #: Faust consumer group / app id.
     app_id: str = "radstream"
     #: Port of the stats HTTP API (Faust web).
@@ -33,7 +34,7 @@ class Settings:
     metrics_port: int = 9108
     #: AI services this worker runs agents for (empty: all services in the catalog).
     services: tuple[str, ...] = ()
-    #: Micro-batch size and wait: the agent takes up to `batch_max` studies or waits `batch_within_s`.
+    #: Micro-batches: an agent takes up to `batch_max` studies or waits `batch_within_s`.
     batch_max: int = 32
     batch_within_s: float = 0.05
     #: Threads decoding DICOM and preprocessing pixels off the event loop.

@@ -12,11 +12,12 @@ they end up in dead-letter events and logs, where patient data must not appear.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import datetime
 from enum import StrEnum
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from jsonschema import Draft202012Validator, FormatChecker
@@ -102,14 +103,15 @@ def validator(kind: EventKind) -> Validator:
 
 def validate(kind: EventKind, obj: object) -> None:
     """Raise SchemaViolation with a short, value-free message if `obj` breaks the schema."""
-    error = best_match(validator(kind).iter_errors(obj))
+    error = best_match(validator(kind).iter_errors(cast(Any, obj)))
     if error is not None:
         raise SchemaViolation(_describe(error))
 
 
 def errors(kind: EventKind, obj: object) -> list[str]:
     """Every violation, one short value-free message each, in document order."""
-    found = sorted(validator(kind).iter_errors(obj), key=lambda e: [str(p) for p in e.path])
+    found = sorted(validator(kind).iter_errors(cast(Any, obj)),
+                   key=lambda e: [str(p) for p in e.path])
     return list(dict.fromkeys(_describe(e) for e in found))
 
 
@@ -142,7 +144,7 @@ def _rule(error: ValidationError) -> str:
         named = _REQUIRED.match(error.message)
         return f"missing required property {_short(named.group(1) if named else expected)}"
     if rule == "additionalProperties" and isinstance(error.instance, dict):
-        allowed = set(error.schema.get("properties", {}))
+        allowed = set(cast(Mapping[str, Any], error.schema).get("properties", {}))
         extra = sorted(str(p) for p in error.instance if p not in allowed)
         return f"unknown property {_short(', '.join(extra))}"
     if rule == "type":

@@ -53,9 +53,10 @@ class OutcomeFollower:
     def _run(self) -> None:
         while not self._stop.is_set():
             for msg in self._consumer.consume(500, timeout=0.2):
-                if msg.error() or msg.value() is None:
+                value = msg.value()
+                if msg.error() or not isinstance(value, bytes):
                     continue
-                body = orjson.loads(msg.value())
+                body = orjson.loads(value)
                 with self._lock:
                     if msg.topic() == topics.FINDINGS.name:
                         self.log.findings.setdefault(body["study_uid"], []).append(body)

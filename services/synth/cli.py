@@ -1,4 +1,4 @@
-"""`radstream synth OUT`: write synthetic chest X-ray studies (real DICOM) and their ground truth."""
+"""`radstream synth OUT`: write synthetic chest X-ray studies (real DICOM) and ground truth."""
 
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ reference model) and no real patient data may ever enter the repository.
 Anatomy is drawn as an attenuation map (0 = air, 1 = soft tissue) and mapped to 12-bit
 MONOCHROME2 values (bright = attenuating): an elliptical body outline, two dark lung fields, a
 brighter mediastinum, spine and heart shadow, clavicles, posterior ribs as curved bright bands
-over the lungs (fainter anterior ribs curving the other way), slow background shading and
+over the lungs (faint anterior ribs curving the other way), slow background shading and
 quantum-like Gaussian noise. Each image gets its own position/scale jitter, lung and heart
 shape jitter, and a random global brightness (offset), contrast (gain) and noise level, so a
 detector cannot key on absolute intensities or fixed positions.
@@ -14,9 +14,10 @@ detector cannot key on absolute intensities or fixed positions.
 Lesion appearance: one round soft-tissue nodule, a bright Gaussian-profile blob
 ``contrast * exp(-r**2 / (2 * sigma**2))`` with ``sigma = radius_px / 2``, added to the
 attenuation map at a random point well inside either lung field. ``radius_px`` is drawn in
-[5, 16] pixels (at ``size=512``, scaled with ``size``) and ``contrast`` (attenuation units, lung
-is about 0.35 below soft tissue) in [0.04, 0.30], skewed towards subtle values, so some nodules
-hide behind rib crossings and the task is far from perfectly separable.
+[5, 16] pixels (at ``size=512``, scaled with ``size``) and ``contrast`` (attenuation units; lung
+is about 0.35 below soft tissue, ribs add 0.10..0.18) in [0.15, 0.55], skewed towards subtle
+values (Beta(1.3, 2)), so small faint nodules compete with rib edges and the lung outline and the
+task is far from perfectly separable.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ MAX_VALUE_12BIT = 4095
 #: Nodule radius range in pixels at size 512 (scaled with the image size).
 LESION_RADIUS_PX = (5.0, 16.0)
 #: Nodule peak contrast range in attenuation units (lung is ~0.35 below soft tissue).
-LESION_CONTRAST = (0.08, 0.40)
+LESION_CONTRAST = (0.15, 0.55)
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,7 @@ def render_chest_xray(
     posterior = np.cos(2 * np.pi * (v - bend * u**2 - phase) / period)
     anterior = np.cos(2 * np.pi * (v + 0.8 * bend * u**2 - phase * 1.7) / (period * 1.3))
     rib_gain = rng.uniform(0.10, 0.18)
-    ribs = rib_gain * np.clip((posterior - 0.1) * 2.5, 0.0, 1.0) + 0.25 * rib_gain * np.clip(
+    ribs = rib_gain * np.clip((posterior - 0.1) * 2.5, 0.0, 1.0) + 0.1 * rib_gain * np.clip(
         (anterior - 0.3) * 2.5, 0.0, 1.0
     )
     atten = atten + ribs * thorax

@@ -43,9 +43,11 @@ KERNEL_SIZE = 15
 #: Pixels averaged by the "top-k mean" pooling: a nodule covers a few dozen pixels.
 TOP_K = 16
 HIDDEN = 12
-#: Gaussian blur (px) and level below which the blurred image counts as lung.
+#: Gaussian blur (px) and the band of blurred intensity that counts as lung (air is darker,
+#: mediastinum, spine and abdomen brighter); the gate is a tent over that band.
 GATE_SIGMA = 3.0
-LUNG_LEVEL = 0.6
+LUNG_LOW = 0.25
+LUNG_HIGH = 0.8
 #: Pixels dropped at each edge before pooling (zero padding makes false blobs there).
 BORDER = 8
 LOG_EPS = 1e-4
@@ -96,13 +98,14 @@ def blob_maps(responses: np.ndarray, n_scales: int) -> np.ndarray:
     """(B, 3S + 1, H, W) filter responses -> (B, 2S, H', W') lung-gated blob maps.
 
     Maps are the bright-blob measure and the negative Laplacian, multiplied by a lung gate
-    ``relu(LUNG_LEVEL - blurred image)`` (nodules sit on dark lung, spine and mediastinum are
-    bright) and cropped by ``BORDER`` pixels to drop zero-padding artefacts.
+    ``relu(min(LUNG_HIGH - blurred, blurred - LUNG_LOW))`` (nodules sit on grey lung; air is
+    darker, spine and mediastinum brighter) and cropped by ``BORDER`` pixels to drop zero-padding artefacts.
     """
     lxx = responses[:, :n_scales]
     lyy = responses[:, n_scales : 2 * n_scales]
     lxy = responses[:, 2 * n_scales : 3 * n_scales]
-    gate = np.maximum(np.float32(LUNG_LEVEL) - responses[:, 3 * n_scales :], 0.0)
+    blurred = responses[:, 3 * n_scales :]
+    gate = np.maximum(np.minimum(np.float32(LUNG_HIGH) - blurred, blurred - np.float32(LUNG_LOW)), 0.0)
     half_trace = (lxx + lyy) * np.float32(0.5)
     half_diff = (lxx - lyy) * np.float32(0.5)
     lam_max = half_trace + np.sqrt(half_diff * half_diff + lxy * lxy)
@@ -202,7 +205,7 @@ def train_head(
 
 def to_onnx(model: LesionModel) -> onnx.ModelProto:
     """Build the full graph: Conv -> blob maps -> pooling -> log -> standardise -> MLP -> sigmoid."""
-    s = model.kernels.shape[0] // 3
+    s = (model.kernels.shape[0] - 1) // 3
     c = 2 * s
     k = model.kernels.shape[-1]
     p = k // 2

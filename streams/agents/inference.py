@@ -14,9 +14,9 @@ from typing import Any
 import faust
 import numpy as np
 
-from services.dicom_io import read_image_from_uri
+from services.dicom_io import read_image, resolve_uri
 from services.triton.client import InferenceUnavailable, TritonModelClient
-from streams.agents.outcomes import Outbox, send_deadletter
+from streams.agents.outcomes import Outbox, send_deadletter, take_events
 from streams.app import (
     app,
     deadletter_topic,
@@ -53,14 +53,15 @@ class Prepared:
     preprocess_s: float
 
 
-def load_and_preprocess(spec: ServiceSpec, study: dict[str, Any]) -> tuple[np.ndarray, float, float]:
+def load_and_preprocess(spec: ServiceSpec,
+                        study: dict[str, Any]) -> tuple[np.ndarray, float, float]:
     """Runs in the thread pool: file I/O, DICOM decoding and pixel work."""
     series = matching_series(spec, study)
     if not series:
         raise InputRejected(Reason.SCHEMA_VIOLATION, f"no series for service {spec.id}")
     t0 = time.perf_counter()
-    image = read_image_from_uri(series[0]["uri"], settings.dicom_roots,
-                                max_bytes=settings.max_file_bytes)
+    image = read_image(resolve_uri(series[0]["uri"], settings.dicom_roots),
+                       max_bytes=settings.max_file_bytes)
     t1 = time.perf_counter()
     tensor = to_model_input(image.pixels, photometric=image.photometric, slope=image.slope,
                             intercept=image.intercept, window_center=image.window_center,
@@ -137,9 +138,8 @@ async def run_model(spec: ServiceSpec, prepared: list[Prepared], outbox: Outbox)
 
 def _make_agent(spec: ServiceSpec) -> None:
     async def infer(stream: faust.StreamT[bytes]) -> None:
-        async for events in stream.take_events(settings.batch_max,
-                                               within=settings.batch_within_s):
-            await infer_batch(spec, list(events))
+        async for events in take_events(stream, settings.batch_max, settings.batch_within_s):
+            await infer_batch(spec, events)
 
     app.agent(work_topics[spec.id], name=f"infer-{spec.id}")(infer)
 

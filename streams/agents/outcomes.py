@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Mapping
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Mapping
+from typing import Any, cast
 
 import faust
 import orjson
@@ -27,6 +27,15 @@ _KIND_OF_TOPIC = {
     topics.LATENCY.name: (EventKind.LATENCY, topics.LATENCY.event_type),
     topics.DEADLETTER.name: (EventKind.DEADLETTER, topics.DEADLETTER.event_type),
 }
+
+
+async def take_events(stream: faust.StreamT[bytes], max_: int,
+                      within: float) -> AsyncIterator[list[faust.EventT]]:
+    """Micro-batches of events. Faust acks them only after the loop body that received the
+    batch returns, which is what lets agents publish every outcome before the ack."""
+    # take_events exists on faust.Stream but is missing from the StreamT interface.
+    async for events in cast(faust.Stream, stream).take_events(max_, within=within):
+        yield list(events)
 
 
 class Outbox:

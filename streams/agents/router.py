@@ -8,7 +8,7 @@ import logging
 import faust
 import orjson
 
-from streams.agents.outcomes import Outbox, send_deadletter
+from streams.agents.outcomes import Outbox, send_deadletter, take_events
 from streams.app import app, deadletter_topic, findings_topic, metrics, settings, studies_topic
 from streams.app import work_topics as _work_topics
 from streams.catalog import NOT_APPLICABLE_SERVICE, catalog
@@ -52,5 +52,5 @@ async def route_batch(events: list[faust.EventT]) -> None:
 
 @app.agent(studies_topic, name="router")
 async def router(stream: faust.StreamT[bytes]) -> None:
-    async for events in stream.take_events(settings.batch_max, within=settings.batch_within_s):
-        await route_batch(list(events))
+    async for events in take_events(stream, settings.batch_max, settings.batch_within_s):
+        await route_batch(events)

@@ -6,7 +6,7 @@ import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -49,11 +49,15 @@ class Outcomes:
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             for msg in self._consumer.consume(1000, timeout=0.2):
-                if msg.error() or msg.value() is None:
+                raw_key, value = msg.key(), msg.value()
+                if msg.error() or not isinstance(value, bytes):
                     continue
-                key = msg.key().decode() if msg.key() else ""
-                headers = {k: v for k, v in (msg.headers() or [])}
-                self.records.append(Record(msg.topic(), key, headers, orjson.loads(msg.value())))
+                key = raw_key.decode() if isinstance(raw_key, bytes) else ""
+                headers: dict[str, bytes] = {}
+                for name, header in cast(list[tuple[str, Any]], msg.headers() or []):
+                    if isinstance(header, bytes):
+                        headers[name] = header
+                self.records.append(Record(str(msg.topic()), key, headers, orjson.loads(value)))
 
     def on(self, spec: topics.TopicSpec, keys: Iterable[str] | None = None) -> list[Record]:
         wanted = set(keys) if keys is not None else None

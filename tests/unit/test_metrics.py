@@ -20,7 +20,7 @@ def test_names_units_and_labels_follow_conventions() -> None:
         assert re.fullmatch(r"radstream_[a-z0-9_]+", fam.name), fam.name
         if fam.type == "counter":
             assert any(s.name == fam.name + "_total" for s in fam.samples) or not fam.samples
-        if fam.type == "histogram" and "duration" in fam.name or fam.name.endswith("_seconds"):
+        if (fam.type == "histogram" and "duration" in fam.name) or fam.name.endswith("_seconds"):
             assert fam.name.endswith("_seconds"), f"{fam.name}: durations are in seconds"
         assert not re.search(r"_(ms|milliseconds|minutes)$", fam.name)
         for sample in fam.samples:
