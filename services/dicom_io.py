@@ -86,14 +86,16 @@ def read_image(path: Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> DicomImage:
     except InvalidDicomError as exc:
         raise InputRejected(Reason.NOT_DICOM, f"{path} is not a DICOM Part 10 file") from exc
     except Exception as exc:  # pydicom raises many types for damaged headers
-        raise InputRejected(Reason.DICOM_UNREADABLE, f"{path}: {type(exc).__name__}: {exc}") from exc
+        detail = f"{path}: {type(exc).__name__}: {exc}"
+        raise InputRejected(Reason.DICOM_UNREADABLE, detail) from exc
 
     if "PixelData" not in ds:
         raise InputRejected(Reason.PIXELS_UNREADABLE, f"{path} has no PixelData")
     try:
         pixels = ds.pixel_array
     except Exception as exc:  # missing handlers, wrong lengths, corrupt compressed streams
-        raise InputRejected(Reason.PIXELS_UNREADABLE, f"{path}: {type(exc).__name__}: {exc}") from exc
+        detail = f"{path}: {type(exc).__name__}: {exc}"
+        raise InputRejected(Reason.PIXELS_UNREADABLE, detail) from exc
 
     try:
         slope = float(ds.get("RescaleSlope", 1.0) or 1.0)

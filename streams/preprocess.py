@@ -45,10 +45,11 @@ def to_model_input(
     """
     arr = np.asarray(pixels)
     if arr.ndim != 2:
-        raise InputRejected(Reason.PIXELS_UNREADABLE, f"expected a 2-D image, got shape {arr.shape}")
+        detail = f"expected a 2-D image, got shape {arr.shape}"
+        raise InputRejected(Reason.PIXELS_UNREADABLE, detail)
     if arr.size == 0:
         raise InputRejected(Reason.PIXELS_UNREADABLE, "image has no pixels")
-    if not (np.issubdtype(arr.dtype, np.number) and not np.issubdtype(arr.dtype, np.complexfloating)):
+    if not np.issubdtype(arr.dtype, np.integer) and not np.issubdtype(arr.dtype, np.floating):
         raise InputRejected(Reason.PIXELS_UNREADABLE, f"pixel dtype {arr.dtype} is not real")
     values = arr.astype(np.float32) * np.float32(slope) + np.float32(intercept)
     if not np.isfinite(values).all():

@@ -99,13 +99,15 @@ def blob_maps(responses: np.ndarray, n_scales: int) -> np.ndarray:
 
     Maps are the bright-blob measure and the negative Laplacian, multiplied by a lung gate
     ``relu(min(LUNG_HIGH - blurred, blurred - LUNG_LOW))`` (nodules sit on grey lung; air is
-    darker, spine and mediastinum brighter) and cropped by ``BORDER`` pixels to drop zero-padding artefacts.
+    darker, spine and mediastinum brighter) and cropped by ``BORDER`` pixels to drop
+    zero-padding artefacts.
     """
     lxx = responses[:, :n_scales]
     lyy = responses[:, n_scales : 2 * n_scales]
     lxy = responses[:, 2 * n_scales : 3 * n_scales]
     blurred = responses[:, 3 * n_scales :]
-    gate = np.maximum(np.minimum(np.float32(LUNG_HIGH) - blurred, blurred - np.float32(LUNG_LOW)), 0.0)
+    tent = np.minimum(np.float32(LUNG_HIGH) - blurred, blurred - np.float32(LUNG_LOW))
+    gate = np.maximum(tent, 0.0)
     half_trace = (lxx + lyy) * np.float32(0.5)
     half_diff = (lxx - lyy) * np.float32(0.5)
     lam_max = half_trace + np.sqrt(half_diff * half_diff + lxy * lxy)
@@ -204,7 +206,7 @@ def train_head(
 
 
 def to_onnx(model: LesionModel) -> onnx.ModelProto:
-    """Build the full graph: Conv -> blob maps -> pooling -> log -> standardise -> MLP -> sigmoid."""
+    """Build the full graph: Conv -> gated blob maps -> pooling -> log -> standardise -> MLP."""
     s = (model.kernels.shape[0] - 1) // 3
     c = 2 * s
     k = model.kernels.shape[-1]
@@ -230,6 +232,12 @@ def to_onnx(model: LesionModel) -> onnx.ModelProto:
         const("xy_hi", np.array([3 * s], np.int64)),
         const("flat_shape", np.array([0, c, -1], np.int64)),
         const("topk", np.array([TOP_K], np.int64)),
+        const("gate_hi", np.array([3 * s + 1], np.int64)),
+        const("lung_low", np.array(LUNG_LOW, np.float32)),
+        const("lung_high", np.array(LUNG_HIGH, np.float32)),
+        const("crop_start", np.array([BORDER, BORDER], np.int64)),
+        const("crop_end", np.array([-BORDER, -BORDER], np.int64)),
+        const("crop_axes", np.array([2, 3], np.int64)),
     ]
     n = helper.make_node
     nodes = [
@@ -250,7 +258,14 @@ def to_onnx(model: LesionModel) -> onnx.ModelProto:
         n("Relu", ["neg_lam_max"], ["blob"]),
         n("Neg", ["trace"], ["neg_trace"]),
         n("Relu", ["neg_trace"], ["neg_lap"]),
-        n("Concat", ["blob", "neg_lap"], ["maps"], axis=1),
+        n("Slice", ["resp", "xy_hi", "gate_hi", "axis1"], ["blurred"]),
+        n("Sub", ["lung_high", "blurred"], ["below_high"]),
+        n("Sub", ["blurred", "lung_low"], ["above_low"]),
+        n("Min", ["below_high", "above_low"], ["tent"]),
+        n("Relu", ["tent"], ["gate"]),
+        n("Concat", ["blob", "neg_lap"], ["ungated"], axis=1),
+        n("Mul", ["ungated", "gate"], ["gated"]),
+        n("Slice", ["gated", "crop_start", "crop_end", "crop_axes"], ["maps"]),
         n("Reshape", ["maps", "flat_shape"], ["flat"]),
         n("ReduceMax", ["flat"], ["f_max"], axes=[2], keepdims=0),
         n("ReduceMean", ["flat"], ["f_mean"], axes=[2], keepdims=0),
@@ -329,7 +344,9 @@ def sens_spec(labels: np.ndarray, scores: np.ndarray, threshold: float) -> tuple
     """Sensitivity and specificity of ``score >= threshold``."""
     pred = scores >= threshold
     pos, neg = labels.astype(bool), ~labels.astype(bool)
-    return float((pred & pos).sum() / max(pos.sum(), 1)), float((~pred & neg).sum() / max(neg.sum(), 1))
+    sensitivity = float((pred & pos).sum() / max(pos.sum(), 1))
+    specificity = float((~pred & neg).sum() / max(neg.sum(), 1))
+    return sensitivity, specificity
 
 
 # ---------------------------------------------------------------------------- main
@@ -411,15 +428,20 @@ CHEST). Output is a study-level score; no localisation.
 ## Inputs and outputs (Triton / ONNX)
 | name | type | shape (per item) | meaning |
 |---|---|---|---|
-| `image` | FP32 | [1, 128, 128] | `streams.preprocess.to_model_input(...)`: rescale slope/intercept, DICOM window (or 1st..99th percentile when absent) mapped to [0, 1], MONOCHROME1 inverted, area-averaged to 128x128 |
+| `image` | FP32 | [1, 128, 128] | output of `streams.preprocess.to_model_input` (below) |
 | `lesion_score` | FP32 | [1] | probability-like score in [0, 1]; positive when `>= threshold` |
+
+`to_model_input`: apply RescaleSlope/Intercept, map the DICOM window (first value; the
+1st..99th percentile range when the file has none) to [0, 1] with clipping, invert MONOCHROME1,
+area-average to 128x128. Clients must send exactly this; no normalisation happens in the model.
 
 Batch dimension is dynamic (Triton `max_batch_size` 64, dynamic batching).
 
 ## Architecture
 Fixed scale-normalised Hessian filter bank (Gaussian second derivatives, sigma =
 {", ".join(str(s) for s in SIGMAS)} px, {KERNEL_SIZE}x{KERNEL_SIZE}) -> per scale bright-blob
-measure `relu(-lambda_max)` and negative Laplacian -> global max / mean / top-{TOP_K} mean pooling
+measure `relu(-lambda_max)` and negative Laplacian, gated to lung-grey regions (a tent over a
+15x15 Gaussian blur) and cropped 8 px at the border -> global max / mean / top-{TOP_K} mean pooling
 -> log -> standardisation -> MLP ({HIDDEN} hidden ReLU units) -> sigmoid. Trained head only
 (full-batch Adam, binary cross-entropy, L2), fixed seed. One ONNX graph, opset {ONNX_OPSET}.
 
