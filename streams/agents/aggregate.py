@@ -13,14 +13,12 @@ from streams.stats import cell_key, count_finding, empty_counts, finding_identit
 
 log = logging.getLogger(__name__)
 
-# Tables match their source topic's partition count (Faust requires it).
-counts = app.Table("stats-counts", default=empty_counts, partitions=findings_topic.partitions,
-                   value_serializer="json")
-studies = app.Table("stats-studies", default=int, partitions=findings_topic.partitions,
-                    value_serializer="json")
+# Tables match their source topic's partition count (Faust requires it); keys and values are
+# plain JSON (the app's default serializer).
+counts = app.Table("stats-counts", default=empty_counts, partitions=findings_topic.partitions)
+studies = app.Table("stats-studies", default=int, partitions=findings_topic.partitions)
 #: Keys already counted: a redelivered or duplicated Finding must not count twice.
-seen = app.Table("stats-seen", default=bool, partitions=findings_topic.partitions,
-                 value_serializer="json")
+seen = app.Table("stats-seen", default=bool, partitions=findings_topic.partitions)
 
 
 @app.agent(findings_topic, name="aggregate")
