@@ -26,7 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     register_synth(sub)
     register_demo(sub)
     worker = sub.add_parser("worker", help="run a stream worker (router, AI agents, stats)")
-    worker.add_argument("-l", "--loglevel", default="info")
+    worker.add_argument("-l", "--loglevel", default="info",
+                        choices=["crit", "error", "warn", "info", "debug"])
     worker.set_defaults(func=_worker)
     return parser
 

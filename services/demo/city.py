@@ -18,13 +18,15 @@ from typing import Any
 
 import orjson
 
-from services.demo.outcomes import OutcomeFollower, OutcomeLog
 from services.demo.progress import Progress
+from services.ops.follow import OutcomeReader
+from services.ops.probe import PROBE_HOSPITAL, wait_until_positioned
 from services.publisher.announce import build_announcement
 from services.publisher.producer import StudyPublisher
 from services.publisher.pseudonym import Pseudonymizer
 from services.publisher.scan import group_instances, scan_tree
 from services.synth.generate import StudyTruth, generate_studies
+from streams import topics
 from streams.auc import roc_auc
 from streams.cloudevents import utc_now_rfc3339
 
@@ -74,15 +76,15 @@ def prepare_studies(root: Path, cfg: CityConfig, progress: Progress) -> list[Stu
     return truths
 
 
-def _status_line(elapsed: float, published: int, total: int, log: OutcomeLog,
+def _status_line(elapsed: float, published: int, total: int, reader: OutcomeReader,
                  uids: set[str]) -> str:
-    findings = [f for s in uids for f in log.findings.get(s, ())]
-    positives = sum(1 for f in findings if any(x["positive"] for x in f["findings"]))
-    e2e = [lat["end_to_end_s"] for s in uids for lat in log.latencies.get(s, ())]
+    findings = reader.on(topics.FINDINGS, uids)
+    positives = sum(1 for f in findings if any(x["positive"] for x in f.body["findings"]))
+    e2e = [r.body["end_to_end_s"] for r in reader.on(topics.LATENCY, uids)]
     return (f"[{elapsed:5.1f}s] published {published}/{total} | outcomes "
-            f"{log.resolved(uids)}/{published} | positive {positives} | dead letters "
-            f"{len(log.deadletters)} | end-to-end p50 {_quantile(e2e, 0.5):.2f}s "
-            f"p95 {_quantile(e2e, 0.95):.2f}s")
+            f"{len(reader.resolved(uids))}/{published} | positive {positives} | dead letters "
+            f"{len(reader.on(topics.DEADLETTER, uids))} | end-to-end p50 "
+            f"{_quantile(e2e, 0.5):.2f}s p95 {_quantile(e2e, 0.95):.2f}s")
 
 
 def run_city(cfg: CityConfig, *, dicom_root: Path, bootstrap: str, stats_url: str,
@@ -94,55 +96,62 @@ def run_city(cfg: CityConfig, *, dicom_root: Path, bootstrap: str, stats_url: st
     by_uid = {t.study_uid: t for t in truths}
     groups = {g.study_uid: g for g in group_instances(scan_tree(Path(truths[0].path).parents[3]))}
     pseudonymizer = Pseudonymizer(key)
-    follower = OutcomeFollower(bootstrap).start()
+    progress.update("waiting until the worker is positioned on every partition", force=True)
+    wait_until_positioned(bootstrap)
+    reader = OutcomeReader(bootstrap).start()
     uids: set[str] = set()
     start = time.monotonic()
     try:
         with StudyPublisher(bootstrap) as publisher:
             for i, truth in enumerate(truths):
-                # Hold the steady arrival rate the configuration asks for.
-                delay = start + i / cfg.rate_per_s - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
+                # Hold the steady arrival rate the configuration asks for, reading outcomes
+                # while we wait.
+                reader.poll(max(0.0, start + i / cfg.rate_per_s - time.monotonic()))
                 event = build_announcement(groups[truth.study_uid], hospital_id=truth.hospital_id,
                                            pseudonymizer=pseudonymizer, priority=_priority(rng),
                                            published_at=utc_now_rfc3339())
                 publisher.publish(event)
                 uids.add(truth.study_uid)
                 progress.update(_status_line(time.monotonic() - start, i + 1, len(truths),
-                                             follower.snapshot(), uids))
+                                             reader, uids))
             report = publisher.flush(30)
         deadline = time.monotonic() + cfg.drain_timeout_s
-        while time.monotonic() < deadline:
-            log = follower.snapshot()
-            progress.update(_status_line(time.monotonic() - start, len(uids), len(truths), log,
-                                         uids))
-            if log.resolved(uids) >= len(uids):
-                break
-            time.sleep(0.2)
-        log = follower.snapshot()
-        progress.done(_status_line(time.monotonic() - start, len(uids), len(truths), log, uids))
+        while time.monotonic() < deadline and len(reader.resolved(uids)) < len(uids):
+            reader.poll(0.5)
+            progress.update(_status_line(time.monotonic() - start, len(uids), len(truths),
+                                         reader, uids))
+        progress.done(_status_line(time.monotonic() - start, len(uids), len(truths), reader,
+                                   uids))
+        return summarize(reader, by_uid, uids, report.delivered, stats_url)
     finally:
-        follower.stop()
-    return summarize(log, by_uid, uids, report.delivered, stats_url)
+        reader.close()
 
 
-def summarize(log: OutcomeLog, truths: dict[str, StudyTruth], uids: set[str], delivered: int,
-              stats_url: str) -> dict[str, Any]:
-    with urllib.request.urlopen(stats_url, timeout=10) as resp:
-        stats = orjson.loads(resp.read())
+def _fetch_stats(url: str, at_least: int, timeout_s: float = 15.0) -> dict[str, Any]:
+    """The stats API's answer once the aggregator has caught up with the findings we saw."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            stats: dict[str, Any] = orjson.loads(resp.read())
+        if stats["city"]["ok"] >= at_least or time.monotonic() > deadline:
+            return stats
+        time.sleep(0.3)
+
+
+def summarize(reader: OutcomeReader, truths: dict[str, StudyTruth], uids: set[str],
+              delivered: int, stats_url: str) -> dict[str, Any]:
+    stats = _fetch_stats(stats_url, at_least=len(reader.on(topics.FINDINGS, uids)))
     labels, scores = [], []
-    for uid in uids:
-        for f in log.findings.get(uid, ()):
-            if f["status"] == "ok" and f["findings"]:
-                labels.append(truths[uid].lesion)
-                scores.append(f["findings"][0]["score"])
+    for rec in reader.on(topics.FINDINGS, uids):
+        if rec.body["status"] == "ok" and rec.body["findings"]:
+            labels.append(truths[rec.key].lesion)
+            scores.append(rec.body["findings"][0]["score"])
     auc = roc_auc(labels, scores) if len(set(labels)) == 2 else float("nan")
-    e2e = [lat["end_to_end_s"] for s in uids for lat in log.latencies.get(s, ())]
+    e2e = [r.body["end_to_end_s"] for r in reader.on(topics.LATENCY, uids)]
     summary = {
         "published": delivered,
-        "resolved": log.resolved(uids),
-        "deadletters": len(log.deadletters),
+        "resolved": len(reader.resolved(uids)),
+        "deadletters": len(reader.on(topics.DEADLETTER, uids)),
         "auc_vs_planted_truth": auc,
         "end_to_end_s": {q: _quantile(e2e, v) for q, v in
                          (("p50", 0.5), ("p90", 0.9), ("p99", 0.99))},
@@ -159,10 +168,13 @@ def print_summary(summary: dict[str, Any]) -> None:
     print(f"studies {city['studies']}  findings {city['findings']}  ok {city['ok']}  "
           f"positive {city['positive']}  technical_defect {city['technical_defect']}  "
           f"not_applicable {city['not_applicable']}")
-    print(f"{'hospital':<10}{'studies':>9}{'ok':>6}{'positive':>10}{'defects':>9}")
+    print(f"{'hospital':<10}{'studies':>9}{'ok':>6}{'positive':>10}{'defects':>9}"
+          f"{'n/a':>6}")
     for hospital, row in stats["hospitals"].items():
         print(f"{hospital:<10}{row['studies']:>9}{row['ok']:>6}{row['positive']:>10}"
-              f"{row['technical_defect']:>9}")
+              f"{row['technical_defect']:>9}{row['not_applicable']:>6}")
+    if PROBE_HOSPITAL in stats["hospitals"]:
+        print(f"({PROBE_HOSPITAL}: readiness probes, one per partition, answered not_applicable)")
     for service, row in stats["services"].items():
         rate = row["positive"] / row["ok"] if row["ok"] else 0.0
         print(f"service {service}: {row['findings']} findings, positive rate {rate:.1%}")

@@ -8,7 +8,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -17,10 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from services.ops.probe import wait_until_positioned
 from services.ops.wait_http import wait_http
 from streams.config import REPO_ROOT
-
-from .bus import probe_worker
 
 TEST_KEY = "radstream-test-pseudonym-key-0123456789"
 
@@ -93,7 +91,7 @@ def worker(bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     try:
         if not wait_http(w.stats_url, 120):
             pytest.fail(f"worker did not serve {w.stats_url}; see {log}")
-        probe_worker(bootstrap, timeout_s=120)
+        wait_until_positioned(bootstrap, timeout_s=120)
         yield w
     finally:
         proc.terminate()
@@ -101,4 +99,3 @@ def worker(bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
             proc.wait(30)
         except subprocess.TimeoutExpired:
             proc.kill()
-        time.sleep(0)

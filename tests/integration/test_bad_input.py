@@ -10,13 +10,14 @@ from typing import Any
 
 import orjson
 import pytest
+from confluent_kafka import Producer
 
+from services.ops.follow import OutcomeReader
 from services.synth.generate import generate_studies
 from streams import topics
 from streams.cloudevents import utc_now_rfc3339
 from streams.schemas import EventKind, validate
 
-from .bus import Outcomes, produce
 from .conftest import Worker
 
 pytestmark = pytest.mark.integration
@@ -29,6 +30,14 @@ def announce(uid: str, uri: str) -> dict[str, Any]:
             "patient_ref": "ab" * 16,
             "series": [{"series_uid": uid + ".1", "modality": "DX", "body_part": "CHEST",
                         "instance_count": 1, "uri": uri}]}
+
+
+def produce(bootstrap: str, items: list[tuple[str, bytes]]) -> None:
+    """Raw records, as any hospital's Kafka client could send them (no validation)."""
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
+    for key, value in items:
+        producer.produce(topics.STUDIES.name, key=key.encode(), value=value)
+    assert producer.flush(30) == 0
 
 
 def uid() -> str:
@@ -75,7 +84,7 @@ def test_each_bad_input_is_dead_lettered_with_its_reason(worker: Worker, bootstr
         case(expected, orjson.dumps(body), body["study_uid"])
     good = announce(uid(), Path(truths[1].path).as_uri())
 
-    outcomes = Outcomes(bootstrap).start()
+    outcomes = OutcomeReader(bootstrap).start()
     try:
         produce(bootstrap, [(k, body) for k, (body, _) in cases.items()])
         produce(bootstrap, [(good["study_uid"], orjson.dumps(good))])

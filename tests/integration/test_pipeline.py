@@ -12,13 +12,13 @@ import uuid
 import orjson
 import pytest
 
+from services.ops.follow import OutcomeReader
 from services.publisher import publish_path
 from services.synth.generate import generate_studies
 from streams import topics
 from streams.auc import roc_auc
 from streams.schemas import EventKind, validate
 
-from .bus import Outcomes
 from .conftest import TEST_KEY, Worker
 
 pytestmark = pytest.mark.integration
@@ -54,7 +54,7 @@ def test_two_hundred_studies_end_to_end(worker: Worker, bootstrap: str) -> None:
     before_metrics = worker.metrics_text()
     before_triton = triton_counts()
 
-    outcomes = Outcomes(bootstrap).start()
+    outcomes = OutcomeReader(bootstrap).start()
     try:
         report = publish_path(folder, root=worker.root, hospital_id=hospital,
                               priority="routine", bootstrap=bootstrap, key=TEST_KEY.encode())
