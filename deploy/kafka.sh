@@ -21,7 +21,9 @@ fetch() {
   mvn -q -f "$here/kafka/pom.xml" dependency:copy-dependencies -DoutputDirectory="$libs"
 }
 
-running() { [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; }
+name=kafka
+# shellcheck source=deploy/lib.sh
+. "$here/lib.sh"
 
 start() {
   fetch
@@ -46,15 +48,6 @@ wait_ready() {
 
 topics() { "$py" -m services.ops.create_topics --bootstrap "$bootstrap"; }
 
-stop() {
-  if running; then
-    pid=$(cat "$pidfile"); kill "$pid"
-    for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
-    kill -9 "$pid" 2>/dev/null || true
-    echo "kafka: stopped"
-  fi
-  rm -f "$pidfile"
-}
 
 case "${1:-}" in
   fetch) fetch ;;
@@ -64,6 +57,6 @@ case "${1:-}" in
   up) start; wait_ready; topics ;;
   stop) stop ;;
   clean) stop; rm -rf "$state/kafka" ;;
-  status) if running; then echo "kafka: running (pid $(cat "$pidfile"))"; else echo "kafka: stopped"; exit 1; fi ;;
+  status) status ;;
   *) echo "usage: $0 fetch|start|wait|topics|up|stop|clean|status" >&2; exit 2 ;;
 esac

@@ -17,7 +17,9 @@ dir=$state/triton
 pidfile=$dir/triton.pid
 log=$dir/triton.log
 
-running() { [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; }
+name=triton
+# shellcheck source=deploy/lib.sh
+. "$here/lib.sh"
 
 start() {
   if running; then echo "triton: already running (pid $(cat "$pidfile"))"; return 0; fi
@@ -59,21 +61,12 @@ wait_ready() {
   echo "triton: not ready after ${timeout}s; last log lines:"; tail -n 40 "$log"; exit 1
 }
 
-stop() {
-  if running; then
-    pid=$(cat "$pidfile"); kill "$pid"
-    for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
-    kill -9 "$pid" 2>/dev/null || true
-    echo "triton: stopped"
-  fi
-  rm -f "$pidfile"
-}
 
 case "${1:-}" in
   start) start ;;
   wait) wait_ready "${2:-120}" ;;
   up) start; wait_ready ;;
   stop) stop ;;
-  status) if running; then echo "triton: running (pid $(cat "$pidfile"))"; else echo "triton: stopped"; exit 1; fi ;;
+  status) status ;;
   *) echo "usage: $0 start|wait|up|stop|status" >&2; exit 2 ;;
 esac
