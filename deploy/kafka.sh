@@ -3,6 +3,7 @@
 #   deploy/kafka.sh fetch | start | wait | topics | stop | status
 # Jars come from Maven Central via deploy/kafka/pom.xml (the ~/.m2 cache is reused);
 # data lives in $RADSTREAM_STATE (default .state/) and survives restarts until `clean`.
+# RADSTREAM_KAFKA_PORT / RADSTREAM_KAFKA_CONTROLLER_PORT (9092 / 9093) move the listeners.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
@@ -12,7 +13,9 @@ data=$state/kafka/data
 pidfile=$state/kafka/kafka.pid
 log=$state/kafka/kafka.log
 conf=$state/kafka/server.properties
-bootstrap=${RADSTREAM_KAFKA:-127.0.0.1:9092}
+port=${RADSTREAM_KAFKA_PORT:-9092}
+controller_port=${RADSTREAM_KAFKA_CONTROLLER_PORT:-9093}
+bootstrap=127.0.0.1:$port
 py=${PYTHON:-$root/.venv/bin/python}
 
 fetch() {
@@ -29,7 +32,9 @@ start() {
   fetch
   if running; then echo "kafka: already running (pid $(cat "$pidfile"))"; return 0; fi
   mkdir -p "$data"
-  { cat "$here/kafka/server.properties"; echo "log.dirs=$data"; } >"$conf"
+  # Ports are settable so a second broker (chaos tests, a secure profile) can run beside the first.
+  sed -e "s/:9092/:$port/g" -e "s/:9093/:$controller_port/g" "$here/kafka/server.properties" >"$conf"
+  echo "log.dirs=$data" >>"$conf"
   if [ ! -f "$data/meta.properties" ]; then
     java -cp "$libs/*" kafka.tools.StorageTool format --ignore-formatted -c "$conf" \
       -t "$(java -cp "$libs/*" kafka.tools.StorageTool random-uuid 2>/dev/null)" >/dev/null
