@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 #: Labels any radstream metric may carry. The metric-naming test enforces this list.
 ALLOWED_LABELS = frozenset({"service", "status", "stage", "priority", "reason", "model"})
@@ -31,6 +31,7 @@ class Metrics:
     stage_seconds: Histogram
     end_to_end_seconds: Histogram
     triton_retries: Counter
+    triton_circuit: Gauge
 
 
 def create_metrics(registry: CollectorRegistry) -> Metrics:
@@ -64,4 +65,8 @@ def create_metrics(registry: CollectorRegistry) -> Metrics:
         triton_retries=Counter(
             "radstream_triton_retries_total",
             "Inference calls retried after a Triton error.", ["model"], registry=registry),
+        triton_circuit=Gauge(
+            "radstream_triton_circuit_state",
+            "Circuit breaker towards Triton: 0 closed, 1 half-open, 2 open.", ["model"],
+            registry=registry),
     )

@@ -15,7 +15,7 @@ import faust
 import numpy as np
 
 from services.dicom_io import read_image, resolve_uri
-from services.triton.client import InferenceUnavailable, TritonModelClient
+from services.triton.client import InferenceRejected, TritonModelClient
 from streams.agents.outcomes import Outbox, send_deadletter, take_events
 from streams.app import (
     app,
@@ -40,7 +40,8 @@ log = logging.getLogger(__name__)
 _pool = ThreadPoolExecutor(settings.preprocess_threads, thread_name_prefix="preprocess")
 _triton = TritonModelClient(
     settings.triton_grpc, attempts=settings.triton_attempts,
-    on_retry=lambda model: metrics.triton_retries.labels(model=model).inc())
+    on_retry=lambda model: metrics.triton_retries.labels(model=model).inc(),
+    on_circuit=lambda model, state: metrics.triton_circuit.labels(model=model).set(state))
 
 
 @dataclass
@@ -104,7 +105,7 @@ async def run_model(spec: ServiceSpec, prepared: list[Prepared], outbox: Outbox)
     try:
         scores = await _triton.infer(spec.model, spec.model_version, spec.input_name,
                                      spec.output_name, batch)
-    except InferenceUnavailable as exc:
+    except InferenceRejected as exc:
         for p in prepared:
             metrics.deadletters.labels(reason=Reason.INFERENCE_FAILED.value).inc()
             await send_deadletter(outbox, deadletter_topic, p.event, Reason.INFERENCE_FAILED,
