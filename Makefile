@@ -5,11 +5,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint unit integration up down kafka triton train clean help
+.PHONY: demo test chaos lint unit integration up down kafka triton train clean help
 
 help:
 	@echo "make demo   - set up everything, run a simulated city end to end, print city statistics"
 	@echo "make test   - set up everything, start Kafka and Triton, run lint, types and the suite"
+	@echo "make chaos  - the full fault suite (kill -9, broker restart, Triton outage, rebalance)"
 	@echo "make up / make down - start / stop the local Kafka broker and Triton server"
 	@echo "make train  - retrain the chest X-ray reference model (writes ONNX + model card)"
 
@@ -33,7 +34,7 @@ down:
 	-deploy/kafka.sh stop
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check streams services tests
+	$(VENV)/bin/ruff check streams services tests bench
 	$(VENV)/bin/mypy
 
 unit: $(STAMP)
@@ -41,6 +42,11 @@ unit: $(STAMP)
 
 test: $(STAMP)
 	deploy/run-tests.sh
+
+# The full fault suite (10,000-study kill -9 run, minutes-long Triton outage); `make test` runs
+# a shortened version of the same tests.
+chaos: $(STAMP)
+	RADSTREAM_CHAOS=full $(VENV)/bin/pytest -s -m chaos tests/chaos
 
 demo: $(STAMP)
 	deploy/demo.sh

@@ -11,7 +11,7 @@ cleanup() {
 trap cleanup EXIT
 
 echo "== lint and types"
-.venv/bin/ruff check streams services tests
+.venv/bin/ruff check streams services tests bench
 .venv/bin/mypy
 
 echo "== services"

@@ -17,6 +17,7 @@ def _worker(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from services.demo.cli import register as register_demo
+    from services.demo.reviews import register as register_reviews
     from services.publisher.cli import register as register_publish
     from services.synth.cli import register as register_synth
 
@@ -25,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_publish(sub)
     register_synth(sub)
     register_demo(sub)
+    register_reviews(sub)
     worker = sub.add_parser("worker", help="run a stream worker (router, AI agents, stats)")
     worker.add_argument("-l", "--loglevel", default="info",
                         choices=["crit", "error", "warn", "info", "debug"])

@@ -8,6 +8,11 @@ cause analysts can count, never as a crashed worker.
 
 from __future__ import annotations
 
+import errno
+import io
+import os
+import stat
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,12 +21,31 @@ from urllib.parse import unquote, urlsplit
 
 import numpy as np
 import pydicom
+from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
+from pydicom.filereader import read_dataset, read_preamble
+from pydicom.uid import (
+    UID,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
 
 from streams.reasons import InputRejected, Reason
 
-#: Largest DICOM file a worker will read; bigger ones are rejected before any parsing.
+#: Largest DICOM file a worker will read (and largest inflated dataset); checked before parsing.
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+#: Largest decoded pixel array (Rows x Columns x Samples x Frames x BitsAllocated/8), checked
+#: from the header before decoding: a small file can declare a huge image.
+DEFAULT_MAX_PIXEL_BYTES = 128 * 1024 * 1024
+#: Transfer syntaxes the worker decodes itself (uncompressed; deflated with a bounded inflate).
+#: Anything else (JPEG, JPEG 2000, RLE, big endian, unknown UIDs) is rejected before parsing.
+ALLOWED_TRANSFER_SYNTAXES = frozenset({
+    ExplicitVRLittleEndian, ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian})
+
+# pydicom's value-validation warnings quote header values (names, birth dates); the worker
+# never validates values it does not use, so those messages cannot reach its logs.
+pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
 
 
 @dataclass(frozen=True)
@@ -70,48 +94,195 @@ def _first_float(value: Any) -> float | None:
         return None
 
 
-def read_image(path: Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> DicomImage:
-    """Read one DICOM file and decode its pixels, mapping each failure to a Reason."""
+class _TrackedStream(io.BytesIO):
+    """An in-memory file that notes when a read asks for more bytes than are left.
+
+    pydicom reads each value with ``read(declared_length)`` and silently keeps a short result,
+    so a truncated file or an absurd element length would otherwise parse as a shorter dataset.
+    Parsing from memory also means a declared length of 4 GiB allocates nothing: ``BytesIO``
+    returns at most what the file has, and the file is already bounded by ``max_bytes``.
+    """
+
+    overrun = False
+
+    def read(self, size: int | None = -1) -> bytes:
+        chunk = super().read(size)
+        # A zero-byte answer to the 8-byte element header read is the normal end of a dataset.
+        if size is not None and size > 0 and len(chunk) < size and (chunk or size != 8):
+            self.overrun = True
+        return chunk
+
+
+def _read_bounded(path: Path, max_bytes: int) -> bytes:
+    """The file's bytes, refusing non-regular files, symlinks and anything over ``max_bytes``.
+
+    O_NOFOLLOW closes the gap between :func:`resolve_uri` and the read (a file swapped for a
+    symlink meanwhile); O_NONBLOCK keeps a FIFO from blocking the open.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
     try:
-        size = path.stat().st_size
+        fd = os.open(path, flags)
     except FileNotFoundError as exc:
         raise InputRejected(Reason.FILE_MISSING, f"{path} does not exist") from exc
     except OSError as exc:
-        raise InputRejected(Reason.DICOM_UNREADABLE, f"cannot stat {path}: {exc}") from exc
-    if size > max_bytes:
-        raise InputRejected(Reason.FILE_TOO_LARGE, f"{path} is {size} bytes > {max_bytes}")
+        if exc.errno == errno.ELOOP:
+            raise InputRejected(Reason.FILE_OUTSIDE_ROOT, f"{path} is a symlink") from exc
+        raise InputRejected(Reason.DICOM_UNREADABLE, f"cannot open {path}: {exc}") from exc
+    with os.fdopen(fd, "rb") as fh:
+        info = os.fstat(fh.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise InputRejected(Reason.FILE_MISSING, f"{path} is not a regular file")
+        if info.st_size > max_bytes:
+            raise InputRejected(Reason.FILE_TOO_LARGE,
+                                f"{path} is {info.st_size} bytes > {max_bytes}")
+        data = fh.read(max_bytes + 1)
+    if len(data) > max_bytes:  # grew after fstat
+        raise InputRejected(Reason.FILE_TOO_LARGE, f"{path} is more than {max_bytes} bytes")
+    return data
 
+
+def _inflate_bounded(deflated: bytes, limit: int, path: Path) -> bytes:
+    """Inflate a Deflated Explicit VR Little Endian dataset, never past ``limit`` bytes.
+
+    pydicom inflates the whole stream in one call, so a few kilobytes can become gigabytes
+    (a deflate bomb); here the output is capped and the rest is never produced.
+    """
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
     try:
-        ds = pydicom.dcmread(path, force=False)
+        out = inflater.decompress(deflated, limit + 1)
+    except zlib.error as exc:
+        raise InputRejected(Reason.DICOM_UNREADABLE, f"{path}: bad deflate stream: {exc}") from exc
+    if len(out) > limit or inflater.unconsumed_tail:
+        raise InputRejected(Reason.FILE_TOO_LARGE,
+                            f"{path}: deflated dataset inflates beyond {limit} bytes")
+    if not inflater.eof:
+        raise InputRejected(Reason.DICOM_TRUNCATED, f"{path}: deflate stream ends early")
+    return out
+
+
+def _is_not_meta(tag: int, vr: str | None, length: int) -> bool:
+    return tag >> 16 != 0x0002
+
+
+def _parse(data: bytes, path: Path, max_bytes: int) -> FileDataset:
+    """Parse a Part 10 file from memory after checking its transfer syntax (no pixel decoding)."""
+    stream = _TrackedStream(data)
+    try:
+        preamble = read_preamble(stream, False)
     except InvalidDicomError as exc:
         raise InputRejected(Reason.NOT_DICOM, f"{path} is not a DICOM Part 10 file") from exc
+    try:
+        meta = FileMetaDataset(read_dataset(stream, False, True, stop_when=_is_not_meta))
+        syntax = meta.get("TransferSyntaxUID")
     except Exception as exc:  # pydicom raises many types for damaged headers
-        detail = f"{path}: {type(exc).__name__}: {exc}"
-        raise InputRejected(Reason.DICOM_UNREADABLE, detail) from exc
+        raise InputRejected(Reason.DICOM_UNREADABLE,
+                            f"{path}: file meta: {type(exc).__name__}") from exc
+    if stream.overrun:
+        raise InputRejected(Reason.DICOM_TRUNCATED, f"{path}: file meta ends early")
+    if syntax is None:
+        raise InputRejected(Reason.DICOM_UNREADABLE, f"{path} has no TransferSyntaxUID")
+    syntax = str(syntax).strip("\x00 ")
+    if syntax not in ALLOWED_TRANSFER_SYNTAXES:
+        name = UID(syntax).name if UID(syntax).is_valid else "invalid UID"
+        raise InputRejected(Reason.TRANSFER_SYNTAX_UNSUPPORTED,
+                            f"{path}: transfer syntax {syntax[:64]} ({name}) is not accepted")
+    implicit = syntax == ImplicitVRLittleEndian
+    if syntax == DeflatedExplicitVRLittleEndian:
+        stream = _TrackedStream(_inflate_bounded(data[stream.tell():], max_bytes, path))
+    try:
+        dataset = read_dataset(stream, implicit, True)
+    except Exception as exc:
+        raise InputRejected(Reason.DICOM_UNREADABLE,
+                            f"{path}: {type(exc).__name__} while parsing") from exc
+    if stream.overrun:
+        raise InputRejected(Reason.DICOM_TRUNCATED,
+                            f"{path}: ends before the element lengths it declares")
+    return FileDataset(str(path), dataset, preamble=preamble, file_meta=meta,
+                       is_implicit_VR=implicit, is_little_endian=True)
 
-    if "PixelData" not in ds:
-        raise InputRejected(Reason.PIXELS_UNREADABLE, f"{path} has no PixelData")
+
+def _header_int(ds: Dataset, keyword: str, default: int | None, path: Path) -> int:
+    """A small non-negative integer from the image pixel module, or a precise rejection."""
+    value = ds.get(keyword, default)
+    if value is None or value == "":
+        if default is None:
+            raise InputRejected(Reason.PIXELS_UNREADABLE, f"{path} has no {keyword}")
+        value = default
+    try:
+        number = int(value)
+    except (TypeError, ValueError) as exc:
+        raise InputRejected(Reason.DICOM_UNREADABLE, f"{path}: {keyword} is not a number") from exc
+    if number < 0:
+        raise InputRejected(Reason.PIXELS_UNREADABLE, f"{path}: {keyword} is negative")
+    return number
+
+
+def pixel_bytes(ds: Dataset, path: Path) -> int:
+    """Bytes the decoded pixel array would take, from the header alone (nothing decoded)."""
+    rows = _header_int(ds, "Rows", None, path)
+    columns = _header_int(ds, "Columns", None, path)
+    samples = _header_int(ds, "SamplesPerPixel", 1, path)
+    frames = _header_int(ds, "NumberOfFrames", 1, path)
+    bits = _header_int(ds, "BitsAllocated", None, path)
+    return rows * columns * max(samples, 1) * max(frames, 1) * max(-(-bits // 8), 1)
+
+
+@dataclass(frozen=True)
+class _Header:
+    pixel_bytes: int
+    photometric: str
+    slope: float
+    intercept: float
+    window_center: float | None
+    window_width: float | None
+
+
+def _header(ds: Dataset, path: Path) -> _Header:
+    """Every header value the worker uses, converted up front: pydicom converts lazily, so a
+    damaged element (a corrupt VR, say) raises on first access, and must raise here."""
+    try:
+        if "PixelData" not in ds:
+            raise InputRejected(Reason.PIXELS_UNREADABLE, f"{path} has no PixelData")
+        needed = pixel_bytes(ds, path)
+        slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
+        intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
+        return _Header(needed, str(ds.get("PhotometricInterpretation", "MONOCHROME2")), slope,
+                       intercept, _first_float(ds.get("WindowCenter")),
+                       _first_float(ds.get("WindowWidth")))
+    except InputRejected:
+        raise
+    except Exception as exc:  # NotImplementedError, ValueError, TypeError, ... from pydicom
+        raise InputRejected(Reason.DICOM_UNREADABLE,
+                            f"{path}: bad header element ({type(exc).__name__})") from exc
+
+
+def read_image(path: Path, *, max_bytes: int = DEFAULT_MAX_BYTES,
+               max_pixel_bytes: int = DEFAULT_MAX_PIXEL_BYTES) -> DicomImage:
+    """Read one DICOM file and decode its pixels, mapping each failure to a Reason.
+
+    Order matters: size cap, then transfer syntax allow-list and a bounded parse, then the
+    pixel budget from the header, and only then pixel decoding.
+    """
+    data = _read_bounded(path, max_bytes)
+    ds = _parse(data, path, max_bytes)
+    del data
+    header = _header(ds, path)
+    if header.pixel_bytes > max_pixel_bytes:
+        raise InputRejected(
+            Reason.IMAGE_TOO_LARGE,
+            f"{path}: header declares {header.pixel_bytes} pixel bytes > {max_pixel_bytes}")
     try:
         pixels = ds.pixel_array
     except Exception as exc:  # missing handlers, wrong lengths, corrupt compressed streams
-        detail = f"{path}: {type(exc).__name__}: {exc}"
+        detail = f"{path}: {type(exc).__name__}: {str(exc)[:120]}"
         raise InputRejected(Reason.PIXELS_UNREADABLE, detail) from exc
-
-    try:
-        slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
-        intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
-    except (TypeError, ValueError) as exc:
-        raise InputRejected(Reason.DICOM_UNREADABLE, f"{path}: bad rescale tags: {exc}") from exc
-    return DicomImage(
-        pixels=pixels,
-        photometric=str(ds.get("PhotometricInterpretation", "MONOCHROME2")),
-        slope=slope,
-        intercept=intercept,
-        window_center=_first_float(ds.get("WindowCenter")),
-        window_width=_first_float(ds.get("WindowWidth")),
-    )
+    return DicomImage(pixels=pixels, photometric=header.photometric, slope=header.slope,
+                      intercept=header.intercept, window_center=header.window_center,
+                      window_width=header.window_width)
 
 
-def read_image_from_uri(uri: str, roots: Sequence[Path]) -> DicomImage:
+def read_image_from_uri(uri: str, roots: Sequence[Path], *, max_bytes: int = DEFAULT_MAX_BYTES,
+                        max_pixel_bytes: int = DEFAULT_MAX_PIXEL_BYTES) -> DicomImage:
     """Resolve ``uri`` under ``roots`` and read it: the worker's one call per study."""
-    return read_image(resolve_uri(uri, roots))
+    return read_image(resolve_uri(uri, roots), max_bytes=max_bytes,
+                      max_pixel_bytes=max_pixel_bytes)

@@ -51,6 +51,8 @@ studies_topic = raw_topic(topics.STUDIES)
 findings_topic = raw_topic(topics.FINDINGS)
 latency_topic = raw_topic(topics.LATENCY)
 deadletter_topic = raw_topic(topics.DEADLETTER)
+reviews_topic = raw_topic(topics.REVIEWS)
+alerts_topic = raw_topic(topics.ALERTS)
 work_topics = {s: raw_topic(topics.work_topic(s)) for s in topics.WORK_SERVICES}
 services = catalog.select(settings.services)
 
@@ -62,4 +64,5 @@ async def serve_metrics() -> None:
 
 
 # Agents register themselves on import; imported last because they use `app` above.
-from streams.agents import aggregate, inference, router  # noqa: E402, F401
+from streams.agents import aggregate, inference, lag, quality, router  # noqa: E402, F401
+from streams.web import dashboard  # noqa: E402, F401

@@ -39,10 +39,32 @@ class Settings:
     batch_within_s: float = 0.05
     #: Threads decoding DICOM and preprocessing pixels off the event loop.
     preprocess_threads: int = 2
-    #: Triton retries before a study is dead-lettered with `inference_failed`.
+    #: Triton rejections before a study is dead-lettered with `inference_failed` (an unavailable
+    #: Triton is waited out behind a circuit breaker instead: nothing is lost).
     triton_attempts: int = 6
+    #: Per-call deadline; a slower answer counts as Triton being unavailable.
+    triton_timeout_s: float = 30.0
     #: Largest DICOM file the worker reads (bytes).
     max_file_bytes: int = 64 * 1024 * 1024
+    #: Largest decoded image (Rows x Columns x Samples x Frames x BitsAllocated/8), checked from
+    #: the DICOM header before any pixel is decoded.
+    max_pixel_bytes: int = 128 * 1024 * 1024
+    #: Largest StudyAnnounced body (bytes), checked before JSON parsing.
+    max_event_bytes: int = 1024 * 1024
+    #: Clinical quality monitoring (streams/quality.py): AUC floor against radiologists, the
+    #: reviews a window needs first (M), sliding windows of the last N reviews per
+    #: service x finding and per device, the technical-defect ceiling over the last K Findings,
+    #: and how far a value must recover before its alert re-arms.
+    quality_auc_floor: float = 0.81
+    #: An AUC alert needs AUC + z * SE below the floor (1.96: the whole 95 % CI; 0: the estimate).
+    quality_auc_z: float = 1.96
+    quality_min_reviews: int = 40
+    quality_window: int = 400
+    quality_device_window: int = 80
+    quality_defect_ceiling: float = 0.05
+    quality_defect_window: int = 200
+    quality_defect_min_findings: int = 50
+    quality_rearm_margin: float = 0.02
     #: Where a consumer group with no committed offset starts: `earliest` loses nothing.
     offset_reset: str = "earliest"
     #: Faust table store; `memory://` is rebuilt from the changelog at start.
@@ -67,7 +89,25 @@ class Settings:
             batch_within_s=float(_env("RADSTREAM_BATCH_WITHIN_S", str(d.batch_within_s))),
             preprocess_threads=int(_env("RADSTREAM_PREPROCESS_THREADS", str(d.preprocess_threads))),
             triton_attempts=int(_env("RADSTREAM_TRITON_ATTEMPTS", str(d.triton_attempts))),
+            triton_timeout_s=float(_env("RADSTREAM_TRITON_TIMEOUT_S", str(d.triton_timeout_s))),
             max_file_bytes=int(_env("RADSTREAM_MAX_FILE_BYTES", str(d.max_file_bytes))),
+            max_pixel_bytes=int(_env("RADSTREAM_MAX_PIXEL_BYTES", str(d.max_pixel_bytes))),
+            max_event_bytes=int(_env("RADSTREAM_MAX_EVENT_BYTES", str(d.max_event_bytes))),
+            quality_auc_floor=float(_env("RADSTREAM_QUALITY_AUC_FLOOR", str(d.quality_auc_floor))),
+            quality_auc_z=float(_env("RADSTREAM_QUALITY_AUC_Z", str(d.quality_auc_z))),
+            quality_min_reviews=int(_env("RADSTREAM_QUALITY_MIN_REVIEWS",
+                                         str(d.quality_min_reviews))),
+            quality_window=int(_env("RADSTREAM_QUALITY_WINDOW", str(d.quality_window))),
+            quality_device_window=int(_env("RADSTREAM_QUALITY_DEVICE_WINDOW",
+                                           str(d.quality_device_window))),
+            quality_defect_ceiling=float(_env("RADSTREAM_QUALITY_DEFECT_CEILING",
+                                              str(d.quality_defect_ceiling))),
+            quality_defect_window=int(_env("RADSTREAM_QUALITY_DEFECT_WINDOW",
+                                           str(d.quality_defect_window))),
+            quality_defect_min_findings=int(_env("RADSTREAM_QUALITY_DEFECT_MIN_FINDINGS",
+                                                 str(d.quality_defect_min_findings))),
+            quality_rearm_margin=float(_env("RADSTREAM_QUALITY_REARM_MARGIN",
+                                            str(d.quality_rearm_margin))),
             offset_reset=_env("RADSTREAM_OFFSET_RESET", d.offset_reset),
             store=_env("RADSTREAM_STORE", d.store),
             datadir=Path(_env("RADSTREAM_DATADIR", str(d.datadir))),

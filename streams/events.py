@@ -57,12 +57,14 @@ def finding_not_applicable(study: Mapping[str, Any], produced_at: str) -> dict[s
             "status": "not_applicable", "findings": [], "produced_at": produced_at}
 
 
-def latency(study: Mapping[str, Any], service: str, stages: Mapping[str, float],
+def latency(study: Mapping[str, Any], spec: ServiceSpec, stages: Mapping[str, float],
             end_to_end_s: float, acquisition_to_result_s: float, batch_size: int,
             produced_at: str) -> dict[str, Any]:
     return {
-        "study_uid": study["study_uid"], "service": service,
-        "hospital_id": study["hospital_id"], "priority": study["priority"],
+        "study_uid": study["study_uid"], "service": spec.id,
+        "model": {"name": spec.model, "version": spec.model_version},
+        "hospital_id": study["hospital_id"], "device_id": study["device_id"],
+        "priority": study["priority"],
         "stages": {k: round(max(0.0, float(v)), 6) for k, v in stages.items()},
         "end_to_end_s": round(max(0.0, end_to_end_s), 6),
         "acquisition_to_result_s": round(max(0.0, acquisition_to_result_s), 6),

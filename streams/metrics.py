@@ -12,7 +12,11 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 #: Labels any radstream metric may carry. The metric-naming test enforces this list.
-ALLOWED_LABELS = frozenset({"service", "status", "stage", "priority", "reason", "model"})
+ALLOWED_LABELS = frozenset({"service", "status", "stage", "priority", "reason", "model",
+                            # topic: names come from streams/topics.py, a small fixed set.
+                            "topic",
+                            # finding: catalogued finding codes; kind: quality alert kinds.
+                            "finding", "kind"})
 
 STAGES = ("queue", "fetch", "preprocess", "infer", "publish")
 
@@ -31,6 +35,13 @@ class Metrics:
     stage_seconds: Histogram
     end_to_end_seconds: Histogram
     triton_retries: Counter
+    quality_reviews: Counter
+    quality_auc: Gauge
+    quality_sensitivity: Gauge
+    quality_specificity: Gauge
+    quality_alerts: Counter
+    technical_defect_ratio: Gauge
+    consumer_lag: Gauge
     triton_circuit: Gauge
 
 
@@ -65,6 +76,34 @@ def create_metrics(registry: CollectorRegistry) -> Metrics:
         triton_retries=Counter(
             "radstream_triton_retries_total",
             "Inference calls retried after a Triton error.", ["model"], registry=registry),
+        quality_reviews=Counter(
+            "radstream_quality_reviews_total",
+            "Radiologist reviews joined with the AI score they judge.", ["service", "finding"],
+            registry=registry),
+        quality_auc=Gauge(
+            "radstream_quality_auc",
+            "ROC AUC against radiologists over the last N reviews.", ["service", "finding"],
+            registry=registry),
+        quality_sensitivity=Gauge(
+            "radstream_quality_sensitivity_ratio",
+            "Sensitivity at the operating threshold over the last N reviews.",
+            ["service", "finding"], registry=registry),
+        quality_specificity=Gauge(
+            "radstream_quality_specificity_ratio",
+            "Specificity at the operating threshold over the last N reviews.",
+            ["service", "finding"], registry=registry),
+        quality_alerts=Counter(
+            "radstream_quality_alerts_total",
+            "QualityAlerts raised (AUC below floor, defect rate high).", ["service", "kind"],
+            registry=registry),
+        technical_defect_ratio=Gauge(
+            "radstream_technical_defect_ratio",
+            "Share of technical_defect Findings over the last K Findings.", ["service"],
+            registry=registry),
+        consumer_lag=Gauge(
+            "radstream_consumer_lag_records",
+            "Records in this worker's assigned partitions not yet committed, by source topic.",
+            ["topic"], registry=registry),
         triton_circuit=Gauge(
             "radstream_triton_circuit_state",
             "Circuit breaker towards Triton: 0 closed, 1 half-open, 2 open.", ["model"],

@@ -13,13 +13,22 @@ class Reason(StrEnum):
     # The event itself
     INVALID_JSON = "invalid_json"
     SCHEMA_VIOLATION = "schema_violation"
+    PAYLOAD_TOO_LARGE = "payload_too_large"
+    UNSUPPORTED_VERSION = "unsupported_version"
+    #: Same study_uid announced again with a different body (published_at aside).
+    DUPLICATE_CONFLICT = "duplicate_conflict"
     # The files the event points at
     URI_UNSUPPORTED = "uri_unsupported"
     FILE_OUTSIDE_ROOT = "file_outside_root"
     FILE_MISSING = "file_missing"
     FILE_TOO_LARGE = "file_too_large"
     NOT_DICOM = "not_dicom"
+    TRANSFER_SYNTAX_UNSUPPORTED = "transfer_syntax_unsupported"
+    #: The file ends before the lengths its header declares (cut short, or an absurd length).
+    DICOM_TRUNCATED = "dicom_truncated"
     DICOM_UNREADABLE = "dicom_unreadable"
+    #: Rows x Columns x Samples x Frames x BitsAllocated/8 above the configured pixel budget.
+    IMAGE_TOO_LARGE = "image_too_large"
     PIXELS_UNREADABLE = "pixels_unreadable"
     # Inference
     INFERENCE_FAILED = "inference_failed"

@@ -41,6 +41,12 @@ DEADLETTER = TopicSpec("radiology.deadletter.v1", STUDY_PARTITIONS, "original ke
 WORK_SERVICES: tuple[str, ...] = ("chest-xray",)
 
 
+#: Header naming the deployment (Faust app id) whose router made a work item. Work topics are
+#: shared by every deployment on a cluster (staging beside production, a second city), and each
+#: must run inference only on what its own router routed, or studies are processed twice.
+DEPLOYMENT_HEADER = "radstream-deployment"
+
+
 def work_topic(service: str) -> TopicSpec:
     return TopicSpec(f"radiology.work.{service}.v1", STUDY_PARTITIONS, "study_uid", "")
 

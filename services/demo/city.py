@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 
 from services.demo.progress import Progress
+from services.demo.reviews import ReviewConfig, publish_reviews, simulate_reviews
 from services.ops.follow import OutcomeReader
 from services.ops.probe import PROBE_HOSPITAL, wait_until_positioned
 from services.publisher.announce import build_announcement
@@ -41,6 +42,8 @@ class CityConfig:
     hospitals: int = 8
     devices_per_hospital: int = 3
     lesion_rate: float = 0.3
+    #: Share of studies a simulated radiologist reviews (feeds the quality monitor).
+    review_fraction: float = 0.25
     seed: int = 2026
     drain_timeout_s: float = 90.0
 
@@ -122,7 +125,14 @@ def run_city(cfg: CityConfig, *, dicom_root: Path, bootstrap: str, stats_url: st
                                          reader, uids))
         progress.done(_status_line(time.monotonic() - start, len(uids), len(truths), reader,
                                    uids))
-        return summarize(reader, by_uid, uids, report.delivered, stats_url)
+        reviews = simulate_reviews(truths, ReviewConfig(sample_fraction=cfg.review_fraction,
+                                                        seed=cfg.seed),
+                                   reviewed_at=utc_now_rfc3339())
+        sent = publish_reviews(bootstrap, reviews)
+        progress.done(f"simulated radiologists reviewed {sent} studies "
+                      f"({cfg.review_fraction:.0%} sample) for the quality monitor")
+        return summarize(reader, by_uid, uids, report.delivered, stats_url,
+                         quality_url=stats_url.rsplit("/", 1)[0] + "/quality", reviews=sent)
     finally:
         reader.close()
 
@@ -138,8 +148,21 @@ def _fetch_stats(url: str, at_least: int, timeout_s: float = 15.0) -> dict[str, 
         time.sleep(0.3)
 
 
+def _fetch_quality(url: str, reviews: int, timeout_s: float = 20.0) -> dict[str, Any]:
+    """GET /quality once the monitor has joined the reviews we sent with their findings."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            quality: dict[str, Any] = orjson.loads(resp.read())
+        joined = sum(row.get("reviews") or 0 for row in quality.get("services", ()))
+        if joined >= reviews or time.monotonic() > deadline:
+            return quality
+        time.sleep(0.5)
+
+
 def summarize(reader: OutcomeReader, truths: dict[str, StudyTruth], uids: set[str],
-              delivered: int, stats_url: str) -> dict[str, Any]:
+              delivered: int, stats_url: str, *, quality_url: str,
+              reviews: int) -> dict[str, Any]:
     stats = _fetch_stats(stats_url, at_least=len(reader.on(topics.FINDINGS, uids)))
     labels, scores = [], []
     for rec in reader.on(topics.FINDINGS, uids):
@@ -156,6 +179,7 @@ def summarize(reader: OutcomeReader, truths: dict[str, StudyTruth], uids: set[st
         "end_to_end_s": {q: _quantile(e2e, v) for q, v in
                          (("p50", 0.5), ("p90", 0.9), ("p99", 0.99))},
         "stats": stats,
+        "quality": _fetch_quality(quality_url, reviews),
     }
     print_summary(summary)
     return summary
@@ -183,3 +207,17 @@ def print_summary(summary: dict[str, Any]) -> None:
     print(f"outcomes: {summary['resolved']}/{summary['published']} studies resolved, "
           f"{summary['deadletters']} dead letters")
     print(f"model AUC against the planted ground truth: {summary['auc_vs_planted_truth']:.3f}")
+    print("\n=== clinical quality (quality monitor, against simulated radiologists) ===")
+    for row in summary["quality"].get("services", ()):
+        ci = row.get("auc_ci") or [None, None]
+        auc = "n/a" if row.get("auc") is None else f"{row['auc']:.3f}"
+        ci_text = "" if ci[0] is None else f" (95% CI {ci[0]:.2f}-{ci[1]:.2f})"
+        sens, spec = row.get("sensitivity"), row.get("specificity")
+        rates = "" if sens is None or spec is None else (
+            f", sensitivity {sens:.2f}, specificity {spec:.2f}")
+        print(f"{row['service']}/{row['finding']}: {row['reviews']} reviews, AUC {auc}{ci_text}"
+              f"{rates}")
+    alerts = summary["quality"].get("alerts", [])
+    print(f"quality alerts: {len(alerts)}" + "".join(
+        f"\n  {a['kind']} {a['service']} {a.get('device_id', '')} value {a['value']:.3f}"
+        for a in alerts[:5]))

@@ -35,15 +35,19 @@ class OutcomeReader:
     records: list[Record] = field(default_factory=list)
     _consumer: Consumer | None = None
 
-    def start(self) -> OutcomeReader:
+    def start(self, *, from_beginning: bool = False) -> OutcomeReader:
         consumer = Consumer({"bootstrap.servers": self.bootstrap,
                              "group.id": f"radstream-reader-{uuid.uuid4().hex}",
-                             "enable.auto.commit": False})
+                             "enable.auto.commit": False,
+                             # An observer: a broker restart is expected, not worth a log line
+                             # per reconnect attempt.
+                             "log_level": 2})
         parts = []
         for spec in self.specs:
             for p in range(spec.partitions):
-                _, high = consumer.get_watermark_offsets(TopicPartition(spec.name, p), timeout=10)
-                parts.append(TopicPartition(spec.name, p, high))
+                low, high = consumer.get_watermark_offsets(TopicPartition(spec.name, p),
+                                                           timeout=10)
+                parts.append(TopicPartition(spec.name, p, low if from_beginning else high))
         consumer.assign(parts)
         self._consumer = consumer
         return self

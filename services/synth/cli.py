@@ -8,11 +8,13 @@ from pathlib import Path
 
 def run(args: argparse.Namespace) -> int:
     from services.demo.progress import Progress
+    from services.synth.faults import parse_faults
     from services.synth.generate import GROUND_TRUTH_FILE, generate_studies
 
     progress = Progress()
     truths = generate_studies(Path(args.out), args.n, seed=args.seed,
                               lesion_rate=args.lesion_rate, hospitals=args.hospitals,
+                              device_faults=parse_faults(args.fault),
                               on_progress=lambda d, t: progress.update(f"writing {d}/{t}"))
     lesions = sum(t.lesion for t in truths)
     progress.done(f"wrote {len(truths)} studies ({lesions} with a planted lesion) to {args.out}; "
@@ -27,4 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--lesion-rate", type=float, default=0.3)
     p.add_argument("--hospitals", type=int, default=5)
+    p.add_argument("--fault", action="append", default=[], metavar="DEVICE=FAULT",
+                   help="degrade one device's images (wrong_window or blur), e.g. "
+                        "H001-D01=wrong_window; repeatable (drift demonstration)")
     p.set_defaults(func=run)

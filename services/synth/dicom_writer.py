@@ -49,8 +49,12 @@ def write_cxr_dicom(
     sex: str = "O",
     age_years: int | None = None,
     description: str = "CHEST PA",
+    window: tuple[float, float] | None = None,
 ) -> None:
-    """Write one single-frame 12-bit MONOCHROME2 chest radiograph to ``path``."""
+    """Write one single-frame 12-bit MONOCHROME2 chest radiograph to ``path``.
+
+    ``window`` (center, width) overrides the robust window, to simulate a misconfigured device.
+    """
     if pixels.ndim != 2:
         raise ValueError(f"expected a 2-D image, got shape {pixels.shape}")
     image = np.ascontiguousarray(pixels, dtype="<u2")
@@ -117,7 +121,7 @@ def write_cxr_dicom(
     ds.ImagerPixelSpacing = [_ds(PIXEL_SPACING_MM), _ds(PIXEL_SPACING_MM)]
     # The same robust window the preprocessing falls back to, so files with and without the
     # window tags normalise alike.
-    center, width = robust_window(image.astype(np.float32))
+    center, width = window if window is not None else robust_window(image.astype(np.float32))
     ds.WindowCenter = _ds(center)
     ds.WindowWidth = _ds(width)
     ds.PixelData = image.tobytes()

@@ -11,7 +11,7 @@ Layout: ``out_dir/<hospital_id>/<study_uid>/<series_uid>/1.dcm`` and ``out_dir/g
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,6 +23,7 @@ from pydicom.uid import generate_uid
 
 from services.synth.cxr_phantom import render_chest_xray
 from services.synth.dicom_writer import write_cxr_dicom
+from services.synth.faults import DeviceFault, apply_fault
 
 #: Default end of the acquisition hour; fixed so that a seed fully determines the data set.
 DEFAULT_REFERENCE_TIME = datetime(2024, 3, 1, 12, 0, 0, tzinfo=UTC)
@@ -66,11 +67,14 @@ def generate_studies(
     devices_per_hospital: int = 2,
     on_progress: Callable[[int, int], None] | None = None,
     reference_time: datetime = DEFAULT_REFERENCE_TIME,
+    device_faults: Mapping[str, DeviceFault | str] | None = None,
 ) -> list[StudyTruth]:
     """Write ``n`` single-image DX chest studies under ``out_dir`` and return their truth.
 
     ``acquired_at`` values are spread over the hour before ``reference_time`` (pass
     ``datetime.now(UTC)`` for live demos; the fixed default keeps a seed reproducible).
+    ``device_faults`` (device_id → fault, see :mod:`services.synth.faults`) degrades the images
+    of those devices only; everything else, ground truth included, stays as without it.
     """
     if n < 0 or hospitals < 1 or devices_per_hospital < 1 or not 0.0 <= lesion_rate <= 1.0:
         raise ValueError("n >= 0, hospitals >= 1, devices_per_hospital >= 1, 0 <= lesion_rate <= 1")
@@ -91,6 +95,10 @@ def generate_studies(
         age = acquired_at.year - birth_year - 1  # conservative: birthday may not have passed
 
         pixels, lesion_truth = render_chest_xray(rng, lesion=lesion)
+        window: tuple[float, float] | None = None
+        if device_faults and device_id in device_faults:
+            faulty = apply_fault(device_faults[device_id], pixels)
+            pixels, window = faulty.pixels, faulty.window
 
         study_uid = _uid(seed, index, "study")
         series_uid = _uid(seed, index, "series")
@@ -112,6 +120,7 @@ def generate_studies(
             acquired_at=acquired_at,
             sex=sex,
             age_years=age,
+            window=window,
         )
         truths.append(
             StudyTruth(

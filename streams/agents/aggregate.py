@@ -1,48 +1,163 @@
-"""Aggregator agent: counts Findings per hospital and service in Faust tables and serves the
-totals as JSON at GET /stats (the stats API)."""
+"""Aggregators: Findings, Latency events and DeadLetters into windowed city statistics, exact
+under crashes and redelivery (the design is in streams/stats.py); the stats HTTP API
+(GET /stats, GET /stats/windows, GET /openapi.yaml) and snapshots on radiology.stats.v1.
+
+Each source topic has one table, written by one agent with concurrency 1, so every write made
+for an event goes to the changelog partition of that event's partition, in order.
+
+The API and the snapshots cover the partitions this worker owns: run the aggregators on one
+worker (the default) to see the whole city.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import logging
+from collections.abc import Callable, Iterable, Mapping
+from itertools import chain
+from typing import Any
 
 import faust
 import orjson
+from faust.types import TableT
 
-from streams.app import app, findings_topic
-from streams.stats import cell_key, count_finding, empty_counts, finding_identity, rollup
+from streams import topics
+from streams.app import app, deadletter_topic, findings_topic, latency_topic, raw_topic
+from streams.cloudevents import ce_headers, utc_now_rfc3339
+from streams.schemas import SCHEMA_DIR, EventKind, SchemaViolation, validate
+from streams.stats import (
+    Plan,
+    QueryError,
+    StatsKey,
+    WindowQuery,
+    aggregate,
+    plan_deadletter,
+    plan_finding,
+    plan_latency,
+    snapshot,
+    totals,
+    window_rows,
+)
 
 log = logging.getLogger(__name__)
 
-# Tables match their source topic's partition count (Faust requires it); keys and values are
-# plain JSON (the app's default serializer).
-counts = app.Table("stats-counts", default=empty_counts, partitions=findings_topic.partitions)
-studies = app.Table("stats-studies", default=int, partitions=findings_topic.partitions)
-#: Keys already counted: a redelivered or duplicated Finding must not count twice.
-seen = app.Table("stats-seen", default=bool, partitions=findings_topic.partitions)
+#: Seconds between snapshot rounds on radiology.stats.v1 (only changed stats keys are sent).
+SNAPSHOT_INTERVAL_S = 10.0
+#: Every this many rounds, every stats key is compared with what was last sent (covers cells
+#: rebuilt from the changelog after a restart, which no agent marks as changed).
+FULL_ROUND_EVERY = 30
+OPENAPI = SCHEMA_DIR / "stats-api.openapi.yaml"
+
+# Keys are strings, values plain JSON (the app's default serializer). Partition counts match the
+# source topics, as Faust requires.
+finding_cells = app.Table("stats-findings", partitions=findings_topic.partitions)
+latency_cells = app.Table("stats-latency", partitions=latency_topic.partitions)
+deadletter_cells = app.Table("stats-deadletters", partitions=deadletter_topic.partitions)
+stats_topic = raw_topic(topics.STATS)
+
+#: Stats keys changed since the last snapshot round.
+_dirty: set[str] = set()
+#: Stats key → digest of the last snapshot sent (without its produced_at).
+_sent: dict[str, bytes] = {}
+_rounds = 0
+
+Planner = Callable[[Callable[[str], Any], int, int, Mapping[str, Any]], Plan]
+
+
+async def _aggregate(stream: faust.StreamT[bytes], table: TableT, kind: EventKind,
+                     planner: Planner) -> None:
+    async for event in stream.events():
+        msg = event.message
+        try:
+            body = orjson.loads(msg.value)
+            validate(kind, body)
+        except (orjson.JSONDecodeError, SchemaViolation) as exc:
+            # Not ours to dead-letter (these topics carry our own outputs): log and go on.
+            log.warning("stats: skipped %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset,
+                        exc)
+            continue
+        try:
+            plan = planner(table.get, msg.partition, msg.offset, body)
+            for key, value in plan.writes:
+                table[key] = value
+            _dirty.update(plan.touched)
+        except Exception:  # a bug must not stop the counting of everything else
+            log.exception("stats: could not count %s[%d]@%d", msg.topic, msg.partition,
+                          msg.offset)
 
 
 @app.agent(findings_topic, name="aggregate")
-async def aggregate(stream: faust.StreamT[bytes]) -> None:
-    async for event in stream.events():
+async def aggregate_findings(stream: faust.StreamT[bytes]) -> None:
+    await _aggregate(stream, finding_cells, EventKind.FINDING, plan_finding)
+
+
+@app.agent(latency_topic, name="aggregate-latency")
+async def aggregate_latency(stream: faust.StreamT[bytes]) -> None:
+    await _aggregate(stream, latency_cells, EventKind.LATENCY, plan_latency)
+
+
+@app.agent(deadletter_topic, name="aggregate-deadletters")
+async def aggregate_deadletters(stream: faust.StreamT[bytes]) -> None:
+    await _aggregate(stream, deadletter_cells, EventKind.DEADLETTER, plan_deadletter)
+
+
+def _count_cells() -> Iterable[tuple[str, Any]]:
+    return chain(finding_cells.items(), deadletter_cells.items())
+
+
+@app.timer(interval=SNAPSHOT_INTERVAL_S)
+async def publish_snapshots() -> None:
+    """Send a StatsSnapshot for every stats key whose numbers changed since it was last sent."""
+    global _rounds
+    full = _rounds % FULL_ROUND_EVERY == 0
+    _rounds += 1
+    wanted = set(_dirty)
+    _dirty.clear()
+    aggs = aggregate(_count_cells(), latency_cells.items(),
+                     want=(lambda k: True) if full else wanted.__contains__)
+    produced_at = utc_now_rfc3339()
+    pending = []
+    for key, agg in sorted(aggs.items()):
+        body = snapshot(StatsKey.parse(key), agg, produced_at)
+        digest = hashlib.blake2b(orjson.dumps({**body, "produced_at": ""}),
+                                 digest_size=16).digest()
+        if _sent.get(key) == digest:
+            continue
+        validate(EventKind.STATS_SNAPSHOT, body)  # our output must match the contract
+        pending.append((key, digest, await stats_topic.send(
+            key=key.encode(), value=orjson.dumps(body), force=True,
+            headers=ce_headers(topics.STATS.event_type, "radstream/aggregate"))))
+    for key, digest, fut in pending:
         try:
-            finding = orjson.loads(event.message.value)
-            identity = finding_identity(finding)
-            if seen[identity]:
-                continue
-            partition = event.message.partition
-            key = cell_key(partition, finding["hospital_id"], finding["service"])
-            counts[key] = count_finding(counts[key], finding)
-            study_key = f"study|{finding['study_uid']}"
-            if not seen[study_key]:
-                seen[study_key] = True
-                hospital_key = f"{partition}|{finding['hospital_id']}"
-                studies[hospital_key] += 1
-            seen[identity] = True
-        except Exception:  # findings are our own validated output; log and keep counting
-            log.exception("aggregate: could not count a finding")
+            await fut
+            _sent[key] = digest
+        except Exception:  # the next round sends it again (the key is not marked as sent)
+            log.exception("stats: snapshot %s not delivered", key)
+            _dirty.add(key)
+    if pending:
+        log.info("stats: sent %d snapshot(s) to %s", len(pending), topics.STATS.name)
+
+
+def _json(web: faust.web.View, body: object, status: int = 200) -> faust.web.Response:
+    return web.bytes(orjson.dumps(body), content_type="application/json", status=status)
 
 
 @app.page("/stats")
 async def stats_view(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:
-    body = rollup(counts.items(), studies.items())
-    return web.bytes(orjson.dumps(body), content_type="application/json")
+    return _json(web, totals(finding_cells.items(), deadletter_cells.items()))
+
+
+@app.page("/stats/windows")
+async def stats_windows_view(web: faust.web.View,
+                             request: faust.web.Request) -> faust.web.Response:
+    try:
+        query = WindowQuery.parse(dict(request.query))
+    except QueryError as exc:
+        return _json(web, {"error": "bad_request", "parameter": exc.parameter,
+                           "detail": exc.detail}, status=400)
+    return _json(web, window_rows(query, _count_cells(), latency_cells.items()))
+
+
+@app.page("/openapi.yaml")
+async def openapi_view(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:
+    return web.bytes(OPENAPI.read_bytes(), content_type="application/yaml")

@@ -7,9 +7,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import faust
 import numpy as np
@@ -34,12 +35,15 @@ from streams.intake import parse_study
 from streams.preprocess import to_model_input
 from streams.reasons import InputRejected, Reason
 from streams.routing import matching_series
+from streams.topics import DEPLOYMENT_HEADER
 
 log = logging.getLogger(__name__)
 
+_deployment = settings.app_id.encode()
+
 _pool = ThreadPoolExecutor(settings.preprocess_threads, thread_name_prefix="preprocess")
 _triton = TritonModelClient(
-    settings.triton_grpc, attempts=settings.triton_attempts,
+    settings.triton_grpc, attempts=settings.triton_attempts, timeout_s=settings.triton_timeout_s,
     on_retry=lambda model: metrics.triton_retries.labels(model=model).inc(),
     on_circuit=lambda model, state: metrics.triton_circuit.labels(model=model).set(state))
 
@@ -62,12 +66,26 @@ def load_and_preprocess(spec: ServiceSpec,
         raise InputRejected(Reason.SCHEMA_VIOLATION, f"no series for service {spec.id}")
     t0 = time.perf_counter()
     image = read_image(resolve_uri(series[0]["uri"], settings.dicom_roots),
-                       max_bytes=settings.max_file_bytes)
+                       max_bytes=settings.max_file_bytes, max_pixel_bytes=settings.max_pixel_bytes)
     t1 = time.perf_counter()
     tensor = to_model_input(image.pixels, photometric=image.photometric, slope=image.slope,
                             intercept=image.intercept, window_center=image.window_center,
                             window_width=image.window_width)
     return tensor, t1 - t0, time.perf_counter() - t1
+
+
+def routed_here(event: faust.EventT) -> bool:
+    """Whether this deployment's router made the work item (see topics.DEPLOYMENT_HEADER).
+
+    Items routed by another deployment get their outcome from that deployment's own agents;
+    items without the header (older routers) are processed.
+    """
+    headers = event.message.headers or []
+    pairs = headers.items() if isinstance(headers, Mapping) else headers
+    for name, value in cast(Iterable[tuple[str, bytes]], pairs):
+        if name == DEPLOYMENT_HEADER:
+            return bool(value == _deployment)
+    return True
 
 
 async def infer_batch(spec: ServiceSpec, events: list[faust.EventT]) -> None:
@@ -77,7 +95,7 @@ async def infer_batch(spec: ServiceSpec, events: list[faust.EventT]) -> None:
 
     async def prepare(event: faust.EventT) -> Prepared | None:
         try:
-            study = parse_study(event.message.value)
+            study = parse_study(event.message.value, max_bytes=settings.max_event_bytes)
             tensor, fetch_s, prep_s = await loop.run_in_executor(
                 _pool, load_and_preprocess, spec, study)
             return Prepared(event, study, tensor, consumed_at, fetch_s, prep_s)
@@ -92,7 +110,8 @@ async def infer_batch(spec: ServiceSpec, events: list[faust.EventT]) -> None:
                                   f"{type(exc).__name__}: {exc}", service=spec.id)
         return None
 
-    prepared = [p for p in await asyncio.gather(*(prepare(e) for e in events)) if p]
+    ours = [e for e in events if routed_here(e)]
+    prepared = [p for p in await asyncio.gather(*(prepare(e) for e in ours)) if p]
     if prepared:
         await run_model(spec, prepared, outbox)
     await outbox.flush()
@@ -132,7 +151,7 @@ async def run_model(spec: ServiceSpec, prepared: list[Prepared], outbox: Outbox)
             metrics.stage_seconds.labels(service=spec.id, stage=stage).observe(max(0.0, seconds))
         metrics.end_to_end_seconds.labels(service=spec.id,
                                           priority=p.study["priority"]).observe(done - published)
-        body = latency(p.study, spec.id, stages, done - published, done - acquired,
+        body = latency(p.study, spec, stages, done - published, done - acquired,
                        len(prepared), utc_now_rfc3339())
         await outbox.send(latency_topic, p.study["study_uid"], body)
 

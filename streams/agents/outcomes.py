@@ -26,6 +26,7 @@ _KIND_OF_TOPIC = {
     topics.FINDINGS.name: (EventKind.FINDING, topics.FINDINGS.event_type),
     topics.LATENCY.name: (EventKind.LATENCY, topics.LATENCY.event_type),
     topics.DEADLETTER.name: (EventKind.DEADLETTER, topics.DEADLETTER.event_type),
+    topics.ALERTS.name: (EventKind.QUALITY_ALERT, topics.ALERTS.event_type),
 }
 
 
@@ -53,9 +54,11 @@ class Outbox:
                                headers=ce_headers(ce_type, self._source), force=True)
         self._pending.append(fut)
 
-    async def forward(self, topic: faust.TopicT, key: str, value: bytes) -> None:
+    async def forward(self, topic: faust.TopicT, key: str, value: bytes,
+                      headers: list[tuple[str, bytes]] | None = None) -> None:
         """Send an internal record (a work item) as is: no contract event, no CloudEvents."""
-        self._pending.append(await topic.send(key=key.encode(), value=value, force=True))
+        self._pending.append(await topic.send(key=key.encode(), value=value, headers=headers,
+                                              force=True))
 
     async def flush(self) -> None:
         pending, self._pending = self._pending, []
@@ -71,7 +74,7 @@ async def send_deadletter(outbox: Outbox, topic: faust.TopicT, event: faust.Even
     record = deadletter(reason, detail, topic=msg.topic, partition=msg.partition,
                         offset=msg.offset, key=key, payload=payload,
                         produced_at=utc_now_rfc3339(), service=service)
-    out_key = key.decode("utf-8", "replace") if isinstance(key, bytes) else (key or "")
+    out_key = record["key"] or ""  # already cut short: a huge key must not break the send
     log.warning("dead-letter %s from %s[%d]@%d: %s", reason.value, msg.topic, msg.partition,
                 msg.offset, detail[:200])
     await outbox.send(topic, out_key, record)

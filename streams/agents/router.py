@@ -1,11 +1,20 @@
 """Router agent: each StudyAnnounced becomes one work item per applicable AI service, a
-not_applicable Finding when none applies, or a DeadLetter when the event is bad."""
+not_applicable Finding when none applies, or a DeadLetter when the event is bad.
+
+It also remembers a fingerprint per study_uid (a table co-partitioned with the studies topic,
+written by this single-concurrency agent only), so a second announcement that contradicts the
+first is dead-lettered as `duplicate_conflict` while an identical re-announcement goes through.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import weakref
+from collections.abc import Iterator
 
 import faust
+import faust.streams
 import orjson
 
 from streams.agents.outcomes import Outbox, send_deadletter, take_events
@@ -14,11 +23,45 @@ from streams.app import work_topics as _work_topics
 from streams.catalog import NOT_APPLICABLE_SERVICE, catalog
 from streams.cloudevents import utc_now_rfc3339
 from streams.events import finding_not_applicable
-from streams.intake import parse_study
+from streams.intake import parse_study, study_fingerprint
 from streams.reasons import InputRejected, Reason
 from streams.routing import route
+from streams.topics import DEPLOYMENT_HEADER
 
 log = logging.getLogger(__name__)
+
+_deployment = [(DEPLOYMENT_HEADER, settings.app_id.encode())]
+
+#: study_uid -> fingerprint of its first accepted announcement.
+fingerprints = app.Table("study-fingerprints", partitions=studies_topic.partitions)
+
+
+@contextlib.contextmanager
+def _current(event: faust.EventT) -> Iterator[None]:
+    """Make ``event`` Faust's current event while its table writes happen.
+
+    A micro-batch leaves the last buffered event current, but a table write goes to the
+    changelog partition of the current event: without this, a fingerprint could land in another
+    partition than its study and be missed after a rebalance.
+    """
+    token = faust.streams._current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        faust.streams._current_event.reset(token)
+
+
+def check_duplicate(event: faust.EventT, study: dict[str, object]) -> None:
+    """Dead-letter a contradicting re-announcement; remember the first one."""
+    uid = str(study["study_uid"])
+    fingerprint = study_fingerprint(study)
+    known = fingerprints.get(uid)
+    if known is None:
+        with _current(event):
+            fingerprints[uid] = fingerprint
+    elif known != fingerprint:
+        raise InputRejected(Reason.DUPLICATE_CONFLICT,
+                            f"study {uid} was announced before with different content")
 
 
 async def route_batch(events: list[faust.EventT]) -> None:
@@ -26,7 +69,9 @@ async def route_batch(events: list[faust.EventT]) -> None:
     for event in events:
         metrics.studies_received.inc()
         try:
-            study = parse_study(event.message.value)
+            study = parse_study(event.message.value, headers=event.message.headers,
+                                max_bytes=settings.max_event_bytes)
+            check_duplicate(event, study)
             services = route(study, catalog())
             if not services:
                 body = finding_not_applicable(study, utc_now_rfc3339())
@@ -37,7 +82,7 @@ async def route_batch(events: list[faust.EventT]) -> None:
             for spec in services:
                 # The validated body travels on unchanged: the work item *is* the announcement.
                 await outbox.forward(_work_topics[spec.id], study["study_uid"],
-                                     orjson.dumps(study))
+                                     orjson.dumps(study), headers=_deployment)
                 metrics.work_items.labels(service=spec.id).inc()
         except InputRejected as exc:
             metrics.deadletters.labels(reason=exc.reason.value).inc()

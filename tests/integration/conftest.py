@@ -8,16 +8,22 @@ import os
 import socket
 import subprocess
 import sys
+import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import orjson
 import pytest
 
+from services.ops.follow import OutcomeReader, Record
 from services.ops.probe import wait_until_positioned
 from services.ops.wait_http import wait_http
+from services.publisher import publish_path
+from services.synth.generate import generate_studies
+from streams import topics
 from streams.config import REPO_ROOT
 
 TEST_KEY = "radstream-test-pseudonym-key-0123456789"
@@ -99,3 +105,39 @@ def worker(bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
             proc.wait(30)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+@dataclass(frozen=True)
+class Published:
+    hospital_id: str
+    study_uids: frozenset[str]
+    findings: list[Record]
+
+
+def publish_and_wait(worker: Worker, bootstrap: str, n: int, *, seed: int,
+                     priority: str = "routine") -> Published:
+    """Announce `n` synthetic chest X-ray studies from a fresh hospital through the real
+    publisher, wait for their Findings and for the stats API to count all of them."""
+    hospital = f"T{uuid.uuid4().hex[:8]}"
+    folder = worker.root / hospital
+    truths = generate_studies(folder, n, seed=seed, lesion_rate=0.4, hospitals=2)
+    uids = frozenset(t.study_uid for t in truths)
+    outcomes = OutcomeReader(bootstrap).start()
+    try:
+        report = publish_path(folder, root=worker.root, hospital_id=hospital, priority=priority,
+                              bootstrap=bootstrap, key=TEST_KEY.encode())
+        assert report.delivered == n and report.failed == 0
+        findings = outcomes.wait_for(topics.FINDINGS, uids, n, timeout_s=180)
+    finally:
+        outcomes.close()
+    # Distinct studies: on a broker shared with other test sessions a study can be routed twice.
+    assert {r.key for r in findings} == uids, f"{len(findings)} findings for {n} studies"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(worker.stats_url, timeout=5) as resp:
+            row = orjson.loads(resp.read())["hospitals"].get(hospital, {})
+        if row.get("studies") == n:
+            break
+        time.sleep(0.5)
+    assert row.get("studies") == n, f"stats API counts {row.get('studies')} of {n} studies"
+    return Published(hospital, uids, findings)

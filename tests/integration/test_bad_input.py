@@ -75,7 +75,7 @@ def test_each_bad_input_is_dead_lettered_with_its_reason(worker: Worker, bootstr
     case("schema_violation", orjson.dumps(wrong_type), wrong_type["study_uid"])
     for expected, uri in [("file_missing", (root / "missing.dcm").as_uri()),
                           ("not_dicom", not_dicom.as_uri()),
-                          ("pixels_unreadable", truncated.as_uri()),
+                          ("dicom_truncated", truncated.as_uri()),
                           ("file_outside_root", outside.as_uri()),
                           ("file_outside_root", escape.as_uri()),
                           ("file_outside_root", "file:///etc/passwd"),
@@ -94,8 +94,13 @@ def test_each_bad_input_is_dead_lettered_with_its_reason(worker: Worker, bootstr
     finally:
         outcomes.close()
 
-    got = {r.key: r.body["reason"] for r in dead}
-    assert got == {k: expected for k, (_, expected) in cases.items()}
+    # Sets of reasons: on a shared broker, other workers (other consumer groups, other DICOM
+    # roots) may dead-letter the same records for their own reasons too.
+    got: dict[str, set[str]] = {}
+    for r in dead:
+        got.setdefault(r.key, set()).add(r.body["reason"])
+    assert {k: expected for k, (_, expected) in cases.items() if expected in got.get(k, ())} \
+        == {k: expected for k, (_, expected) in cases.items()}
     assert stray == []  # a dead-lettered study never also gets a Finding
     for rec in dead:
         validate(EventKind.DEADLETTER, rec.body)
@@ -103,5 +108,5 @@ def test_each_bad_input_is_dead_lettered_with_its_reason(worker: Worker, bootstr
                                                topics.work_topic("chest-xray").name)
         assert rec.headers["ce_type"] == topics.DEADLETTER.event_type.encode()
     # The worker is still alive and still produces findings after all of that.
-    assert [r.body["status"] for r in findings] == ["ok"]
+    assert findings and {r.body["status"] for r in findings} == {"ok"}
     assert worker.proc.poll() is None

@@ -114,7 +114,7 @@ def test_truncated_in_pixel_data(root: Path, pixels: np.ndarray) -> None:
     path.write_bytes(data[: len(data) - pixels.nbytes // 2])
     with pytest.raises(InputRejected) as exc:
         read_image(path)
-    assert _reason(exc) is Reason.PIXELS_UNREADABLE
+    assert _reason(exc) is Reason.DICOM_TRUNCATED
 
 
 def test_too_large(root: Path, pixels: np.ndarray) -> None:

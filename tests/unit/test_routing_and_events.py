@@ -48,7 +48,7 @@ def test_not_applicable_and_latency_and_deadletter_are_schema_valid() -> None:
     na = finding_not_applicable(study("MR", "KNEE"), NOW)
     validate(EventKind.FINDING, na)
     assert na["service"] == NOT_APPLICABLE_SERVICE and na["findings"] == []
-    lat = latency(study(), "chest-xray", {"queue": 0.1, "fetch": 0.01, "preprocess": 0.02,
+    lat = latency(study(), service("chest-xray"), {"queue": 0.1, "fetch": 0.01, "preprocess": 0.02,
                                           "infer": 0.05, "publish": -0.001}, 0.3, 2.0, 8, NOW)
     validate(EventKind.LATENCY, lat)
     assert lat["stages"]["publish"] == 0.0  # clock skew never yields a negative duration

@@ -1,0 +1,127 @@
+"""Every hostile file in the generated corpus is rejected by the worker's reader with its
+precise reason, cheaply: nothing is decoded, inflated or allocated beyond the configured caps."""
+
+from __future__ import annotations
+
+import resource
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.uid import ImplicitVRLittleEndian
+
+from services.dicom_io import pixel_bytes, read_image, read_image_from_uri, resolve_uri
+from services.synth.hostile import (
+    HostileFile,
+    deflated_copy,
+    hostile_uris,
+    phantom_dicom,
+    write_hostile_files,
+)
+from streams.reasons import InputRejected, Reason
+
+#: A small file cap keeps the sparse and deflate-bomb cases quick to write.
+MAX_FILE_BYTES = 4 * 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list[HostileFile]]:
+    base = tmp_path_factory.mktemp("hostile")
+    root, outside = base / "root", base / "outside"
+    return root, outside, write_hostile_files(root, outside, max_file_bytes=MAX_FILE_BYTES)
+
+
+def _read(path: Path, root: Path) -> None:
+    read_image_from_uri(path.as_uri(), [root], max_bytes=MAX_FILE_BYTES)
+
+
+def test_corpus_covers_every_file_reason(corpus: tuple[Path, Path, list[HostileFile]]) -> None:
+    _, _, cases = corpus
+    assert {c.reason for c in cases} >= {
+        Reason.NOT_DICOM, Reason.DICOM_TRUNCATED, Reason.IMAGE_TOO_LARGE, Reason.FILE_TOO_LARGE,
+        Reason.TRANSFER_SYNTAX_UNSUPPORTED, Reason.FILE_OUTSIDE_ROOT, Reason.FILE_MISSING}
+
+
+def test_each_hostile_file_has_its_reason(corpus: tuple[Path, Path, list[HostileFile]]) -> None:
+    root, _, cases = corpus
+    got = {}
+    for case in cases:
+        with pytest.raises(InputRejected) as exc:
+            _read(case.path, root)
+        got[case.name] = exc.value.reason
+    assert got == {c.name: c.reason for c in cases}
+
+
+def test_each_hostile_uri_has_its_reason(corpus: tuple[Path, Path, list[HostileFile]]) -> None:
+    root, outside, _ = corpus
+    for name, uri, reason in hostile_uris(root, outside):
+        with pytest.raises(InputRejected) as exc:
+            resolve_uri(uri, [root])
+        assert exc.value.reason is reason, name
+
+
+def test_template_is_valid(corpus: tuple[Path, Path, list[HostileFile]]) -> None:
+    root, _, _ = corpus
+    image = read_image(root / "template.dcm")
+    assert image.pixels.shape == (64, 80)
+
+
+def test_deflate_bomb_stays_within_the_cap(corpus: tuple[Path, Path, list[HostileFile]]) -> None:
+    """The bomb inflates to 4x the cap; the reader stops at the cap, so peak memory grows by
+    far less than the full inflated size."""
+    root, _, _ = corpus
+    bomb = root / "deflate-bomb.dcm"
+    assert bomb.stat().st_size < MAX_FILE_BYTES // 8
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(InputRejected) as exc:
+        read_image(bomb, max_bytes=MAX_FILE_BYTES)
+    grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    assert exc.value.reason is Reason.FILE_TOO_LARGE
+    assert grown_kib * 1024 < 2 * MAX_FILE_BYTES
+
+
+def test_valid_deflated_file_is_read(tmp_path: Path) -> None:
+    template = phantom_dicom(tmp_path / "t.dcm")
+    deflated = deflated_copy(template, tmp_path / "deflated.dcm")
+    np.testing.assert_array_equal(read_image(deflated).pixels, read_image(template).pixels)
+
+
+def test_implicit_vr_file_is_read(tmp_path: Path) -> None:
+    template = phantom_dicom(tmp_path / "t.dcm")
+    ds = pydicom.dcmread(template)
+    ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+    ds.save_as(tmp_path / "implicit.dcm", implicit_vr=True, little_endian=True)
+    image = read_image(tmp_path / "implicit.dcm")
+    np.testing.assert_array_equal(image.pixels, read_image(template).pixels)
+
+
+def test_pixel_budget_is_checked_before_decoding(tmp_path: Path) -> None:
+    path = phantom_dicom(tmp_path / "t.dcm")
+    ds = pydicom.dcmread(path)
+    assert pixel_bytes(ds, path) == 64 * 80 * 2
+    with pytest.raises(InputRejected) as exc:
+        read_image(path, max_pixel_bytes=64 * 80 * 2 - 1)
+    assert exc.value.reason is Reason.IMAGE_TOO_LARGE
+
+
+@pytest.mark.parametrize(("value", "reason"), [
+    (b"lots", Reason.DICOM_UNREADABLE),
+    (b"-3  ", Reason.PIXELS_UNREADABLE),
+    (None, Reason.PIXELS_UNREADABLE),
+])
+def test_bad_pixel_module_values(tmp_path: Path, value: bytes | None, reason: Reason) -> None:
+    path = phantom_dicom(tmp_path / "t.dcm")
+    ds = pydicom.dcmread(path)
+    if value is None:
+        del ds.BitsAllocated
+    else:
+        ds.NumberOfFrames = 7777  # then overwritten in the bytes: pydicom would refuse to write it
+    ds.save_as(path, enforce_file_format=True)
+    if value is not None:
+        data = path.read_bytes()
+        assert data.count(b"7777") == 1
+        path.write_bytes(data.replace(b"7777", value))
+    with pytest.raises(InputRejected) as exc:
+        read_image(path)
+    assert exc.value.reason is reason
