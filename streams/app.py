@@ -34,6 +34,8 @@ app = faust.App(
     # Commit offsets often: what is committed is only ever what already has its outcome.
     broker_commit_every=200,
     broker_commit_interval=1.0,
+    broker_session_timeout=settings.session_timeout_s,
+    broker_heartbeat_interval=max(1.0, settings.session_timeout_s / 5),
 )
 
 registry = CollectorRegistry()

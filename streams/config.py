@@ -67,6 +67,9 @@ class Settings:
     quality_rearm_margin: float = 0.02
     #: Where a consumer group with no committed offset starts: `earliest` loses nothing.
     offset_reset: str = "earliest"
+    #: Kafka consumer-group session timeout: how long a crashed worker's partitions wait before
+    #: another worker takes them over (Kafka's default, 45-60 s, is long for a hospital).
+    session_timeout_s: float = 15.0
     #: Faust table store; `memory://` is rebuilt from the changelog at start.
     store: str = "memory://"
     #: Where Faust keeps local state.
@@ -109,6 +112,8 @@ class Settings:
             quality_rearm_margin=float(_env("RADSTREAM_QUALITY_REARM_MARGIN",
                                             str(d.quality_rearm_margin))),
             offset_reset=_env("RADSTREAM_OFFSET_RESET", d.offset_reset),
+            session_timeout_s=float(_env("RADSTREAM_SESSION_TIMEOUT_S",
+                                         str(d.session_timeout_s))),
             store=_env("RADSTREAM_STORE", d.store),
             datadir=Path(_env("RADSTREAM_DATADIR", str(d.datadir))),
         )

@@ -43,6 +43,7 @@ class Metrics:
     technical_defect_ratio: Gauge
     consumer_lag: Gauge
     triton_circuit: Gauge
+    triton_circuit_opens: Counter
 
 
 def create_metrics(registry: CollectorRegistry) -> Metrics:
@@ -108,4 +109,7 @@ def create_metrics(registry: CollectorRegistry) -> Metrics:
             "radstream_triton_circuit_state",
             "Circuit breaker towards Triton: 0 closed, 1 half-open, 2 open.", ["model"],
             registry=registry),
+        triton_circuit_opens=Counter(
+            "radstream_triton_circuit_opens_total",
+            "Times the circuit towards Triton opened.", ["model"], registry=registry),
     )

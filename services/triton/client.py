@@ -109,8 +109,12 @@ class TritonModelClient:
                 await asyncio.sleep(wait)
                 continue
             try:
-                result = await self._get().infer(model, [inp], model_version=version,
-                                                 outputs=[out], client_timeout=self._timeout_s)
+                # gRPC's own deadline does not fire while a request is stuck behind a frozen
+                # server's flow-control window; asyncio's does.
+                result = await asyncio.wait_for(
+                    self._get().infer(model, [inp], model_version=version, outputs=[out],
+                                      client_timeout=self._timeout_s),
+                    timeout=self._timeout_s + 0.5)
                 array = result.as_numpy(output_name)
                 if array is None:
                     raise InferenceServerException(f"no output {output_name!r} from {model}")
@@ -131,7 +135,7 @@ class TritonModelClient:
                 delay = backoff_s(attempt)
                 attempt += 1
                 log.warning("triton %s call failed (%s); retry %d in %.2fs", model,
-                            str(exc)[:200], attempt, delay)
+                            f"{type(exc).__name__}: {str(exc)[:200]}", attempt, delay)
                 await asyncio.sleep(delay)
 
     async def close(self) -> None:

@@ -29,6 +29,7 @@ from streams.app import (
     work_topics,
 )
 from streams.catalog import ServiceSpec
+from streams.circuit import CircuitState
 from streams.cloudevents import parse_rfc3339, utc_now_rfc3339
 from streams.events import finding_ok, latency
 from streams.intake import parse_study
@@ -41,11 +42,17 @@ log = logging.getLogger(__name__)
 
 _deployment = settings.app_id.encode()
 
+def _circuit_changed(model: str, state: CircuitState) -> None:
+    metrics.triton_circuit.labels(model=model).set(state)
+    if state is CircuitState.OPEN:
+        metrics.triton_circuit_opens.labels(model=model).inc()
+
+
 _pool = ThreadPoolExecutor(settings.preprocess_threads, thread_name_prefix="preprocess")
 _triton = TritonModelClient(
     settings.triton_grpc, attempts=settings.triton_attempts, timeout_s=settings.triton_timeout_s,
     on_retry=lambda model: metrics.triton_retries.labels(model=model).inc(),
-    on_circuit=lambda model, state: metrics.triton_circuit.labels(model=model).set(state))
+    on_circuit=_circuit_changed)
 
 
 @dataclass

@@ -32,11 +32,21 @@ _KIND_OF_TOPIC = {
 
 async def take_events(stream: faust.StreamT[bytes], max_: int,
                       within: float) -> AsyncIterator[list[faust.EventT]]:
-    """Micro-batches of events. Faust acks them only after the loop body that received the
-    batch returns, which is what lets agents publish every outcome before the ack."""
-    # take_events exists on faust.Stream but is missing from the StreamT interface.
-    async for events in cast(faust.Stream, stream).take_events(max_, within=within):
-        yield list(events)
+    """Micro-batches of events, acknowledged only after the loop body that received the batch
+    has finished normally, so agents publish every outcome before the ack.
+
+    Faust's own `take()` acks its buffer in a `finally`, i.e. also when the body is cancelled
+    (worker shutdown, rebalance) half-way through a batch: those studies would be acknowledged
+    without an outcome. `noack_take()` leaves acking to us; a cancelled or failed batch is never
+    acked and is redelivered to whichever worker owns the partition next.
+    """
+    s = cast(faust.Stream, stream)  # noack_take is missing from the StreamT interface
+    async for events in s.noack_take(max_, within=within):
+        batch = cast(list[faust.EventT], list(events))
+        yield batch
+        # Only reached when the consumer asks for the next batch, i.e. this one is done.
+        for event in batch:
+            await s.ack(event)
 
 
 class Outbox:

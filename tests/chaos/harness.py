@@ -96,7 +96,7 @@ class City:
                "RADSTREAM_WEB_PORT": str(16066 + index),
                "RADSTREAM_METRICS_PORT": str(19108 + index),
                "RADSTREAM_DATADIR": str(self.state / f"faust-{index}"),
-               "RADSTREAM_TRITON_TIMEOUT_S": "5"}
+               "RADSTREAM_TRITON_TIMEOUT_S": "2"}
         logs = REPO_ROOT / "artifacts" / "chaos"
         logs.mkdir(parents=True, exist_ok=True)
         log = (logs / f"worker-{index}.log").open("ab")

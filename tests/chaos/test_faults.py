@@ -125,7 +125,7 @@ def _metric(url: str, name: str) -> float:
 @pytest.mark.parametrize("mode", ["stopped", "slow"])
 def test_triton_outage(city: City, mode: str) -> None:
     n = 2_000 if FULL else 300
-    outage_s = (180 if FULL else 20) if mode == "stopped" else (60 if FULL else 15)
+    outage_s = (180 if FULL else 20) if mode == "stopped" else (60 if FULL else 30)
     fault = Fault(f"triton_{mode}")
     items = city.announcements(n)
     uids = {u for u, _, _ in items}
@@ -139,11 +139,10 @@ def test_triton_outage(city: City, mode: str) -> None:
         city.triton("stop")
     else:
         os.kill(city.triton_pid(), signal.SIGSTOP)  # alive but answering nothing
-    circuit_seen = 0.0
     end = time.monotonic() + outage_s
     while time.monotonic() < end:
         reader.poll(0.5)
-        circuit_seen = max(circuit_seen, _metric(metrics_url, "radstream_triton_circuit_state"))
+    opens = _metric(metrics_url, "radstream_triton_circuit_opens_total")
     during = len(reader.resolved(uids))
     if mode == "stopped":
         city.triton("up")
@@ -154,13 +153,13 @@ def test_triton_outage(city: City, mode: str) -> None:
     done = wait_all(reader, uids, 300)
     account(fault, reader, uids)
     fault.recovery_s = round(done - back, 2)
-    fault.notes = {"outage_s": outage_s, "circuit_state_max": circuit_seen,
+    fault.notes = {"outage_s": outage_s, "circuit_opened": opens,
                    "outcomes_during_outage": during,
                    "triton_retries": _metric(metrics_url, "radstream_triton_retries_total")}
     fault.report()
     assert fault.lost == 0
     assert fault.deadletters == 0  # an unavailable Triton is waited out, never dead-lettered
-    assert circuit_seen == 2.0  # the circuit opened instead of hammering the server
+    assert opens >= 1  # the circuit opened instead of hammering the server
     reader.close()
 
 
