@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test chaos lint unit integration up down kafka triton train clean help
+.PHONY: demo test chaos lint unit integration up down kafka triton train clean help bench
 
 help:
 	@echo "make demo   - set up everything, run a simulated city end to end, print city statistics"
@@ -13,6 +13,7 @@ help:
 	@echo "make chaos  - the full fault suite (kill -9, broker restart, Triton outage, rebalance)"
 	@echo "make up / make down - start / stop the local Kafka broker and Triton server"
 	@echo "make train  - retrain the chest X-ray reference model (writes ONNX + model card)"
+	@echo "make bench  - benchmark: Triton alone, naive baseline, radstream, ratios (SOAK_S=600: full soak)"
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (Python 3.11)"; exit 1; }
@@ -56,3 +57,12 @@ train: $(STAMP)
 
 clean: down
 	rm -rf .state artifacts
+
+# Benchmark (docs/performance.md): baselines and radstream in one run, results in bench/results/.
+# The benchmark starts its own Kafka (29092) and Triton (28000-28002, same model repository,
+# identity model included) with deploy/kafka.sh and deploy/triton.sh, so no other worker on the
+# shared broker answers its studies, and stops them at the end.
+SOAK_S ?= 60
+BENCH_ARGS ?=
+bench: $(STAMP)
+	$(PY) -m bench.run --soak-s $(SOAK_S) $(BENCH_ARGS)

@@ -39,7 +39,7 @@ for _ in $(seq 1 180); do
 done
 curl -fs "http://127.0.0.1:$RADSTREAM_WEB_PORT/stats" >/dev/null \
   || { echo "worker: stats API not up after 90s"; tail -n 40 "$state/worker/worker.log"; exit 1; }
-echo "worker: ready (stats API http://127.0.0.1:$RADSTREAM_WEB_PORT/stats)"
+echo "worker: ready (stats API http://127.0.0.1:$RADSTREAM_WEB_PORT/stats, dashboard http://127.0.0.1:$RADSTREAM_WEB_PORT/dashboard)"
 
 .venv/bin/radstream demo "$@"
 echo "metrics: $(curl -s "127.0.0.1:$RADSTREAM_METRICS_PORT/metrics" | grep -c '^radstream_') radstream samples at http://127.0.0.1:$RADSTREAM_METRICS_PORT/metrics"

@@ -23,9 +23,11 @@ settings = Settings.from_env()
 app = faust.App(
     settings.app_id,
     broker=f"kafka://{settings.kafka}",
+    # SASL_SSL + SCRAM when RADSTREAM_KAFKA_SECURITY=sasl_ssl; None keeps PLAINTEXT.
+    broker_credentials=settings.kafka_security.faust_credentials(),
     store=settings.store,
     datadir=str(settings.datadir),
-    web_host="127.0.0.1",
+    web_host=settings.bind_host,
     web_port=settings.web_port,
     topic_partitions=topics.STUDY_PARTITIONS,
     consumer_auto_offset_reset=settings.offset_reset,
@@ -61,10 +63,10 @@ services = catalog.select(settings.services)
 
 @app.task
 async def serve_metrics() -> None:
-    start_http_server(settings.metrics_port, addr="127.0.0.1", registry=registry)
-    log.info("metrics: http://127.0.0.1:%d/metrics", settings.metrics_port)
+    start_http_server(settings.metrics_port, addr=settings.bind_host, registry=registry)
+    log.info("metrics: http://%s:%d/metrics", settings.bind_host, settings.metrics_port)
 
 
 # Agents register themselves on import; imported last because they use `app` above.
-from streams.agents import aggregate, inference, lag, quality, router  # noqa: E402, F401
+from streams.agents import aggregate, inference, intake, lag, quality, router  # noqa: E402, F401
 from streams.web import dashboard  # noqa: E402, F401

@@ -10,6 +10,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from streams.kafka_security import KafkaSecurity
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -28,12 +30,17 @@ class Settings:
         default_factory=lambda: (REPO_ROOT / ".state" / "dicom",))
     #: Faust consumer group / app id.
     app_id: str = "radstream"
+    #: Address the stats API and /metrics listen on (0.0.0.0 in a pod so Prometheus can scrape).
+    bind_host: str = "127.0.0.1"
     #: Port of the stats HTTP API (Faust web).
     web_port: int = 6066
     #: Port of the Prometheus /metrics endpoint.
     metrics_port: int = 9108
     #: AI services this worker runs agents for (empty: all services in the catalog).
     services: tuple[str, ...] = ()
+    #: Hospitals whose intake topics (`radiology.intake.<id>.v1`) this worker gates into the
+    #: studies topic (secured clusters; empty: hospitals write the studies topic directly).
+    intake_hospitals: tuple[str, ...] = ()
     #: Micro-batches: an agent takes up to `batch_max` studies or waits `batch_within_s`.
     batch_max: int = 32
     batch_within_s: float = 0.05
@@ -74,6 +81,12 @@ class Settings:
     store: str = "memory://"
     #: Where Faust keeps local state.
     datadir: Path = REPO_ROOT / ".state" / "faust"
+    #: How the worker authenticates to Kafka (RADSTREAM_KAFKA_SECURITY/_USER/_PASSWORD/_CA, see
+    #: streams/kafka_security.py); the default is today's PLAINTEXT local broker.
+    kafka_security: KafkaSecurity = field(default_factory=KafkaSecurity)
+    #: Benchmarks only: every AI service calls this Triton model instead of its own (the
+    #: `identity` model isolates the stream layer's cost; see docs/performance.md). Empty: off.
+    model_override: str = ""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -85,9 +98,12 @@ class Settings:
             triton_grpc=_env("RADSTREAM_TRITON_GRPC", d.triton_grpc),
             dicom_roots=tuple(Path(p) for p in roots.split(os.pathsep) if p) or d.dicom_roots,
             app_id=_env("RADSTREAM_APP_ID", d.app_id),
+            bind_host=_env("RADSTREAM_BIND_HOST", d.bind_host),
             web_port=int(_env("RADSTREAM_WEB_PORT", str(d.web_port))),
             metrics_port=int(_env("RADSTREAM_METRICS_PORT", str(d.metrics_port))),
             services=tuple(s for s in services.split(",") if s),
+            intake_hospitals=tuple(h for h in _env("RADSTREAM_INTAKE_HOSPITALS", "").split(",")
+                                   if h),
             batch_max=int(_env("RADSTREAM_BATCH_MAX", str(d.batch_max))),
             batch_within_s=float(_env("RADSTREAM_BATCH_WITHIN_S", str(d.batch_within_s))),
             preprocess_threads=int(_env("RADSTREAM_PREPROCESS_THREADS", str(d.preprocess_threads))),
@@ -116,4 +132,6 @@ class Settings:
                                          str(d.session_timeout_s))),
             store=_env("RADSTREAM_STORE", d.store),
             datadir=Path(_env("RADSTREAM_DATADIR", str(d.datadir))),
+            kafka_security=KafkaSecurity.from_env(),
+            model_override=_env("RADSTREAM_MODEL_OVERRIDE", d.model_override),
         )

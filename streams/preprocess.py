@@ -51,8 +51,13 @@ def to_model_input(
         raise InputRejected(Reason.PIXELS_UNREADABLE, "image has no pixels")
     if not np.issubdtype(arr.dtype, np.integer) and not np.issubdtype(arr.dtype, np.floating):
         raise InputRejected(Reason.PIXELS_UNREADABLE, f"pixel dtype {arr.dtype} is not real")
-    values = arr.astype(np.float32) * np.float32(slope) + np.float32(intercept)
-    if not np.isfinite(values).all():
+    # In place: one float32 copy of the image instead of three temporaries (docs/performance.md).
+    values = arr.astype(np.float32)
+    values *= np.float32(slope)
+    values += np.float32(intercept)
+    # Integer pixels under a rescale that cannot reach float32's range need no finiteness pass
+    # (a full pass over the image); anything else, hostile slopes included, is checked.
+    if not (_bounded_rescale(arr.dtype, slope, intercept) or np.isfinite(values).all()):
         raise InputRejected(Reason.PIXELS_UNREADABLE, "image contains non-finite values")
 
     if window_center is None or window_width is None or not window_width > 0:
@@ -67,15 +72,38 @@ def to_model_input(
     return out[np.newaxis].astype(np.float32, copy=False)
 
 
+def _bounded_rescale(dtype: np.dtype, slope: float, intercept: float) -> bool:
+    if not np.issubdtype(dtype, np.integer):
+        return False
+    info = np.iinfo(dtype)
+    largest = max(abs(int(info.min)), int(info.max)) * abs(slope) + abs(intercept)
+    return bool(np.isfinite(largest) and largest < 1e37)
+
+
 def _resize_area(image: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
     """Area-averaging resize: block mean when sizes divide, else a separable overlap matrix."""
     in_h, in_w = image.shape
     if in_h % out_h == 0 and in_w % out_w == 0:
-        fh, fw = in_h // out_h, in_w // out_w
-        return image.reshape(out_h, fh, out_w, fw).mean(axis=(1, 3), dtype=np.float32)
+        return _block_mean(image, in_h // out_h, in_w // out_w)
     rows = _area_matrix(in_h, out_h)
     cols = _area_matrix(in_w, out_w)
     return (rows @ image @ cols.T).astype(np.float32, copy=False)
+
+
+def _block_mean(image: np.ndarray, fh: int, fw: int) -> np.ndarray:
+    """Mean of each fh x fw block, by adding strided views: about 4x faster than
+    ``reshape(...).mean(axis=(1, 3))``, whose reduction over non-adjacent axes is slow."""
+    in_h, in_w = image.shape
+    cols = image.reshape(in_h, in_w // fw, fw)
+    acc = cols[:, :, 0].copy()
+    for j in range(1, fw):
+        acc += cols[:, :, j]
+    rows = acc.reshape(in_h // fh, fh, in_w // fw)
+    out = rows[:, 0, :].copy()
+    for i in range(1, fh):
+        out += rows[:, i, :]
+    out *= np.float32(1.0 / (fh * fw))
+    return out
 
 
 def _area_matrix(n_in: int, n_out: int) -> np.ndarray:

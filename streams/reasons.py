@@ -17,6 +17,8 @@ class Reason(StrEnum):
     UNSUPPORTED_VERSION = "unsupported_version"
     #: Same study_uid announced again with a different body (published_at aside).
     DUPLICATE_CONFLICT = "duplicate_conflict"
+    #: The body's hospital_id is not the hospital whose intake topic carried it (streams/origin.py).
+    HOSPITAL_MISMATCH = "hospital_mismatch"
     # The files the event points at
     URI_UNSUPPORTED = "uri_unsupported"
     FILE_OUTSIDE_ROOT = "file_outside_root"

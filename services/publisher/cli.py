@@ -20,6 +20,7 @@ from services.publisher.announce import PRIORITIES, build_announcement, sanitize
 from services.publisher.producer import PublishReport, StudyPublisher
 from services.publisher.pseudonym import Pseudonymizer, load_key_from_env
 from services.publisher.scan import ScanStats, StudyGroup, group_instances, scan_tree
+from streams.kafka_security import KafkaSecurity
 from streams.schemas import EventKind, SchemaViolation, validate
 
 #: A progress line goes to stderr after this many studies.
@@ -93,12 +94,17 @@ def build_announcements(path: Path, *, root: Path, hospital_id: str | None, prio
 def publish_path(path: Path, *, root: Path, hospital_id: str | None, priority: str,
                  bootstrap: str, key: bytes,
                  flush_timeout: float = DEFAULT_FLUSH_TIMEOUT_S,
-                 log: Log = _stderr, progress_every: int = PROGRESS_EVERY) -> PublishReport:
-    """Announce every DICOM study under `path`; returns what was delivered and found."""
+                 log: Log = _stderr, progress_every: int = PROGRESS_EVERY,
+                 security: KafkaSecurity | None = None,
+                 intake: bool | None = None) -> PublishReport:
+    """Announce every DICOM study under `path`; returns what was delivered and found.
+
+    `security` and `intake` are StudyPublisher's (default: the RADSTREAM_KAFKA_* environment).
+    """
     found = build_announcements(path, root=root, hospital_id=hospital_id, priority=priority,
                                 key=key, log=log)
     total = len(found.events)
-    publisher = StudyPublisher(bootstrap)
+    publisher = StudyPublisher(bootstrap, security=security, intake=intake)
     for n, event in enumerate(found.events, 1):
         publisher.publish(event)
         if progress_every and n % progress_every == 0 and n < total:
@@ -143,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
             return 1 if found.rejected else 0
         report = publish_path(path, root=root, hospital_id=args.hospital_id,
                               priority=args.priority, bootstrap=args.bootstrap, key=key,
-                              flush_timeout=args.flush_timeout)
+                              flush_timeout=args.flush_timeout, intake=args.intake)
     except ValueError as exc:
         _stderr(f"error: {exc}")
         return 1
@@ -179,6 +185,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--flush-timeout", type=float, default=DEFAULT_FLUSH_TIMEOUT_S,
                         help="seconds to wait for the broker to acknowledge (default: "
                              "%(default)s)")
+    parser.add_argument("--intake", action=argparse.BooleanOptionalAction, default=None,
+                        help="send to the hospital's own topic radiology.intake.<hospital-id>.v1, "
+                             "the only one it may write on a secured cluster (default: on when "
+                             "RADSTREAM_KAFKA_SECURITY=sasl_ssl; credentials: "
+                             "RADSTREAM_KAFKA_USER, _PASSWORD or _PASSWORD_FILE, _CA)")
     parser.add_argument("--dry-run", action="store_true",
                         help="print the events as JSON lines instead of publishing")
     parser.set_defaults(func=run)

@@ -16,6 +16,8 @@ import orjson
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from streams.cloudevents import ce_headers
+from streams.kafka_security import KafkaSecurity
+from streams.origin import intake_topic
 from streams.schemas import EventKind, validate
 from streams.topics import STUDIES
 
@@ -78,7 +80,14 @@ class StudyPublisher:
     Use as a context manager, or call `flush` yourself before dropping it.
     """
 
-    def __init__(self, bootstrap: str, *, config: dict[str, Any] | None = None) -> None:
+    def __init__(self, bootstrap: str, *, config: dict[str, Any] | None = None,
+                 security: KafkaSecurity | None = None, intake: bool | None = None) -> None:
+        """`security` defaults to the RADSTREAM_KAFKA_* environment (PLAINTEXT when unset).
+        `intake` sends each event to its hospital's own topic, `radiology.intake.<id>.v1`, the
+        only one a hospital may write on a secured cluster; default: on when security is."""
+        security = KafkaSecurity.from_env() if security is None else security
+        self.intake = security.enabled if intake is None else intake
+        config = {**security.librdkafka(), **(config or {})}
         self.delivered = 0
         self.failed = 0
         #: The last broker-level error (e.g. all brokers down), for a one-line report.
@@ -113,9 +122,10 @@ class StudyPublisher:
         key = str(event["study_uid"]).encode()
         headers: list[tuple[str, str | bytes | None]] = [
             *ce_headers(STUDIES.event_type, source=source_for(event["hospital_id"]))]
+        topic = intake_topic(event["hospital_id"]) if self.intake else STUDIES.name
         while True:
             try:
-                self._producer.produce(STUDIES.name, value=body, key=key, headers=headers,
+                self._producer.produce(topic, value=body, key=key, headers=headers,
                                        on_delivery=self._on_delivery)
                 break
             except BufferError:

@@ -5,6 +5,7 @@ one Latency event per study."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Iterable, Mapping
@@ -164,6 +165,11 @@ async def run_model(spec: ServiceSpec, prepared: list[Prepared], outbox: Outbox)
 
 
 def _make_agent(spec: ServiceSpec) -> None:
+    if settings.model_override:
+        # Benchmarks only (RADSTREAM_MODEL_OVERRIDE): same tensors, another Triton model; the
+        # Findings then name that model, so nobody mistakes them for the service's own.
+        spec = dataclasses.replace(spec, model=settings.model_override, model_version="1")
+
     async def infer(stream: faust.StreamT[bytes]) -> None:
         async for events in take_events(stream, settings.batch_max, settings.batch_within_s):
             await infer_batch(spec, events)

@@ -180,10 +180,13 @@ def test_consumer_group_grows_and_shrinks(city: City) -> None:
     while len(reader.resolved(uids)) < 2 * n // 3:
         reader.poll(0.2)
     city.start_worker(2)  # and another joins
+    joined = time.monotonic()
     publisher.join(300)
     done_at = wait_all(reader, uids, 300)
     account(fault, reader, uids)
-    fault.notes = {"workers": "2 -> 1 -> 2", "drained_at_s": round(done_at, 1)}
+    fault.recovery_s = round(done_at - joined, 2)
+    fault.notes = {"workers": "2 -> 1 -> 2", "recovery": "from the third worker joining to "
+                   "every study resolved"}
     fault.report()
     assert fault.lost == 0 and fault.deadletters == 0
     reader.close()

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from confluent_kafka.admin import AdminClient, NewTopic
 
 from services.ops.follow import OutcomeReader, Record
 from services.ops.probe import wait_until_positioned
@@ -25,8 +26,12 @@ from services.publisher import publish_path
 from services.synth.generate import generate_studies
 from streams import topics
 from streams.config import REPO_ROOT
+from streams.origin import intake_topic
 
 TEST_KEY = "radstream-test-pseudonym-key-0123456789"
+#: Intake topic of the hospital the intake-gate test publishes as.
+INTAKE_TEST_HOSPITAL = "ITEST"
+INTAKE_TEST_TOPIC = intake_topic(INTAKE_TEST_HOSPITAL)
 
 
 def _free_port() -> int:
@@ -84,9 +89,15 @@ def worker(bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         "RADSTREAM_METRICS_PORT": str(metrics),
         "RADSTREAM_DICOM_ROOTS": str(root),
         "RADSTREAM_OFFSET_RESET": "latest",
+        "RADSTREAM_INTAKE_HOSPITALS": INTAKE_TEST_HOSPITAL,
         "RADSTREAM_DATADIR": str(state / "faust"),
         "RADSTREAM_TRITON_ATTEMPTS": "3",
     }
+    # A hospital intake topic that exists before the worker subscribes to the intake pattern.
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    if INTAKE_TEST_TOPIC not in admin.list_topics(timeout=10).topics:
+        for fut in admin.create_topics([NewTopic(INTAKE_TEST_TOPIC, 4, 1)]).values():
+            fut.result()
     log = REPO_ROOT / "artifacts" / "worker.log"
     log.parent.mkdir(exist_ok=True)
     with log.open("wb") as out:

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
+from streams.origin import intake_topic
 from streams.schemas import SCHEMA_DIR, EventKind
 from streams.topics import all_topics
 
@@ -98,8 +99,10 @@ def test_parameterised_work_channel_is_documented() -> None:
     assert "internal" in channel["description"].lower()
 
 
-def test_every_channel_address_is_a_known_topic_or_the_work_pattern() -> None:
-    known = {t.name for t in all_topics()} | {"radiology.work.{service}.v1"}
+def test_every_channel_address_is_a_known_topic_or_a_pattern() -> None:
+    intake = "radiology.intake.{hospital_id}.v1"
+    assert intake.replace("{hospital_id}", "H001") == intake_topic("H001")
+    known = {t.name for t in all_topics()} | {"radiology.work.{service}.v1", intake}
     assert set(channel_by_address()) <= known
 
 
