@@ -36,6 +36,7 @@ import orjson
 from services.demo.reviews import ReviewConfig, ReviewPublisher, simulate_reviews
 from services.ops.follow import OutcomeReader
 from services.ops.probe import wait_until_positioned
+from services.ops.processes import spawn_worker, stop
 from services.ops.wait_http import wait_http
 from services.publisher.cli import build_announcements
 from services.publisher.producer import StudyPublisher
@@ -254,9 +255,8 @@ def worker(bootstrap: str, root: Path, state: Path) -> Iterator[str]:
            "RADSTREAM_DATADIR": str(state / "faust")}
     log = REPO_ROOT / "artifacts" / "drift-worker.log"
     log.parent.mkdir(exist_ok=True)
-    with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "services.cli", "worker", "-l", "info"],
-                                cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    log.unlink(missing_ok=True)
+    proc = spawn_worker(env, log)
     base = f"http://127.0.0.1:{web}"
     try:
         if not wait_http(f"{base}/quality", 120):
@@ -264,11 +264,7 @@ def worker(bootstrap: str, root: Path, state: Path) -> Iterator[str]:
         wait_until_positioned(bootstrap, timeout_s=120)
         yield base
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,7 +10,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 import uuid
@@ -22,6 +21,7 @@ import orjson
 from confluent_kafka import Producer
 
 from services.ops.follow import OutcomeReader
+from services.ops.processes import spawn_worker, stop
 from services.ops.wait_http import wait_http
 from services.synth.generate import StudyTruth, generate_studies
 from streams import topics
@@ -98,10 +98,7 @@ class City:
                "RADSTREAM_DATADIR": str(self.state / f"faust-{index}"),
                "RADSTREAM_TRITON_TIMEOUT_S": "2"}
         logs = REPO_ROOT / "artifacts" / "chaos"
-        logs.mkdir(parents=True, exist_ok=True)
-        log = (logs / f"worker-{index}.log").open("ab")
-        proc = subprocess.Popen([sys.executable, "-m", "services.cli", "worker", "-l", "warn"],
-                                cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        proc = spawn_worker(env, logs / f"worker-{index}.log", loglevel="warn")
         deadline = time.monotonic() + 120
         while not wait_http(self.stats_url(index), 1):
             if proc.poll() is not None or time.monotonic() > deadline:
@@ -125,11 +122,7 @@ class City:
 
     def stop_all(self) -> None:
         for proc in list(self.workers):
-            proc.terminate()
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop(proc, 20)
         self.workers.clear()
 
     # --- studies --------------------------------------------------------------------------

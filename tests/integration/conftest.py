@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 import uuid
@@ -21,6 +20,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from services.ops.follow import OutcomeReader, Record
 from services.ops.probe import wait_until_positioned
+from services.ops.processes import spawn_worker, stop
 from services.ops.wait_http import wait_http
 from services.publisher import publish_path
 from services.synth.generate import generate_studies
@@ -100,9 +100,8 @@ def worker(bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
             fut.result()
     log = REPO_ROOT / "artifacts" / "worker.log"
     log.parent.mkdir(exist_ok=True)
-    with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "services.cli", "worker", "-l", "info"],
-                                cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    log.unlink(missing_ok=True)
+    proc = spawn_worker(env, log)
     w = Worker(root, f"http://127.0.0.1:{web}/stats", f"http://127.0.0.1:{metrics}/metrics",
                log, proc)
     try:
@@ -111,11 +110,7 @@ def worker(bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         wait_until_positioned(bootstrap, timeout_s=120)
         yield w
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)
 
 
 @dataclass(frozen=True)

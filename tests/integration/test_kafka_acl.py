@@ -13,7 +13,6 @@ import logging
 import os
 import socket
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -34,6 +33,7 @@ from confluent_kafka import (
 from confluent_kafka.admin import AclBinding, AdminClient
 
 from services.ops.acl import Grant, binding
+from services.ops.processes import spawn_worker, stop
 from services.publisher.producer import StudyPublisher
 from streams import topics
 from streams.config import REPO_ROOT
@@ -255,9 +255,8 @@ def test_real_worker_runs_on_least_privilege(secure: SecureBroker,
            "RADSTREAM_WEB_PORT": str(_free_port()), "RADSTREAM_METRICS_PORT": str(_free_port()),
            "RADSTREAM_DATADIR": str(tmp_path / "faust"),
            "RADSTREAM_DICOM_ROOTS": str(tmp_path / "dicom")}
-    with log_path.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "services.cli", "worker", "-l", "info"],
-                                cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    log_path.unlink(missing_ok=True)
+    proc = spawn_worker(env, log_path)
     try:
         # What the intake gateway forwards after its origin check (here sent by the admin).
         event = study("H001")
@@ -269,11 +268,7 @@ def test_real_worker_runs_on_least_privilege(secure: SecureBroker,
         assert proc.poll() is None, f"worker exited; see {log_path}"
         assert "authorization" not in log_path.read_text().lower(), f"see {log_path}"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)
     # Least privilege: the worker cannot grant itself (or anyone) more rights.
     admin = AdminClient(secure.conf("worker"))
     grant = Grant("User:worker", "topic", "radiology.", "prefixed", "write")

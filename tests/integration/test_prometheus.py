@@ -17,6 +17,7 @@ import orjson
 import pytest
 import yaml
 
+from services.ops.processes import stop
 from services.ops.wait_http import wait_http
 from streams import topics
 from streams.config import REPO_ROOT
@@ -100,11 +101,7 @@ def prometheus(worker: Worker, tmp_path_factory: pytest.TempPathFactory) -> Iter
             pytest.fail(f"prometheus did not become ready; see {log}")
         yield Prometheus(url)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)
 
 
 def test_prometheus_counts_exactly_what_was_published(prometheus: Prometheus, worker: Worker,

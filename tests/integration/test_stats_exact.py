@@ -16,7 +16,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -31,6 +30,7 @@ import orjson
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from services.ops.processes import spawn_worker, stop
 from services.ops.wait_http import wait_http
 from streams import catalog, topics, windows
 from streams.catalog import FindingSpec, ServiceSpec
@@ -193,16 +193,10 @@ class StatsWorker:
             "RADSTREAM_METRICS_PORT": str(_free_port()),
             "RADSTREAM_OFFSET_RESET": "latest",
             "RADSTREAM_DATADIR": str(self.state),
-            # Faust reads these: the restarted member must not wait a minute for the dead one.
-            "BROKER_SESSION_TIMEOUT": "10",
-            "BROKER_REBALANCE_TIMEOUT": "10",
-            "BROKER_HEARTBEAT_INTERVAL": "1",
+            # The restarted member must not wait long for the dead one's session to expire.
+            "RADSTREAM_SESSION_TIMEOUT_S": "10",
         }
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "services.cli", "worker", "-l", "info"],
-                cwd=Path(__file__).resolve().parents[2], env=env, stdout=out,
-                stderr=subprocess.STDOUT)
+        self.proc = spawn_worker(env, self.log)
         self.url = f"http://127.0.0.1:{port}"
         if not wait_http(self.url + "/stats", 120):
             pytest.fail(f"worker did not serve {self.url}/stats; see {self.log}")
@@ -213,12 +207,8 @@ class StatsWorker:
         self.proc.wait(30)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        if self.proc is not None:
+            stop(self.proc)
 
     def get(self, path: str) -> Any:
         with urllib.request.urlopen(self.url + path, timeout=10) as resp:
