@@ -82,9 +82,11 @@ class Window:
 
     def close(self, outcome: Outcome) -> dict[str, Any]:
         n = len(outcome.finished_at)
+        #: Whole-life CPU of the measured processes (start-up included), for reference.
+        total = {"process_cpu_s": self._cpu()[0] if self._pids else None}
         if self.first is None:
             return {"studies_in_window": 0, "cpu_s_per_study": None,
-                    "triton_cpu_s_per_study": None, "mean_triton_batch": None}
+                    "triton_cpu_s_per_study": None, "mean_triton_batch": None, **total}
         n0, cpu0, tr0, counts0 = self.first
         cpu1, tr1 = self._cpu()
         counts1 = probes.triton_counts(self._triton.metrics_url, self._model)
@@ -95,7 +97,7 @@ class Window:
                 "triton_cpu_s_per_study": report.per_study(
                     tr1 - tr0 if self._triton.pid else None, studies),
                 "mean_triton_batch": report.mean_batch(counts1[0] - counts0[0],
-                                                       counts1[1] - counts0[1])}
+                                                       counts1[1] - counts0[1]), **total}
 
 
 def outcome_result(name: str, kind: str, model: str, sent: Sent, outcome: Outcome,

@@ -91,9 +91,10 @@ def publish(bootstrap: str, uids: Sequence[str], pool: Sequence[Path], sent: Sen
         if stop is not None and stop.is_set():
             break
         if rate_per_s:
+            # Sleep, not poll(delay): poll returns early whenever a delivery report is served.
             delay = start + i / rate_per_s - time.monotonic()
             if delay > 0:
-                producer.poll(delay)
+                time.sleep(delay)
         body = announcement(uid, pool[i % len(pool)])
         sent.at[uid] = time.time()
         while True:

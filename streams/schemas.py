@@ -103,7 +103,12 @@ def validator(kind: EventKind) -> Validator:
 
 def validate(kind: EventKind, obj: object) -> None:
     """Raise SchemaViolation with a short, value-free message if `obj` breaks the schema."""
-    error = best_match(validator(kind).iter_errors(cast(Any, obj)))
+    v = validator(kind)
+    # The common case is a valid event: is_valid stops at the first failure, while best_match
+    # collects every error to rank them, so run it only when there is something to explain.
+    if v.is_valid(cast(Any, obj)):
+        return
+    error = best_match(v.iter_errors(cast(Any, obj)))
     if error is not None:
         raise SchemaViolation(_describe(error))
 

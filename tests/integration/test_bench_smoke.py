@@ -49,7 +49,10 @@ def test_smoke_benchmark_writes_complete_results(tmp_path: Path) -> None:
         # Every study published in a pipeline scenario got its Finding, once.
         assert s["completed"] == s["studies"] and s["deadletters"] == 0, s["name"]
         assert s["duplicates"] == 0, s["name"]
-        assert s["latency_s"]["p50"] > 0 and s["cpu_s_per_study"] > 0, s["name"]
+        # A few dozen studies can all land between two CPU readings: the per-study figure may
+        # be missing or zero in a smoke run, the process's own CPU time may not.
+        assert s["latency_s"]["p50"] > 0 and s["process_cpu_s"] > 0, s["name"]
+        assert "cpu_s_per_study" in s and "triton_cpu_s_per_study" in s
         assert s["peak_rss_bytes"] > 0, s["name"]
         assert s["mean_triton_batch"] >= 1, s["name"]
     half = next(s for s in result["scenarios"] if s["kind"] == "radstream_half_load")
