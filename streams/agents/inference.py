@@ -18,7 +18,7 @@ import numpy as np
 
 from services.dicom_io import read_image, resolve_uri
 from services.triton.client import InferenceRejected, TritonModelClient
-from streams.agents.outcomes import Outbox, send_deadletter, take_events
+from streams.agents.outcomes import Outbox, reject, take_events
 from streams.app import (
     app,
     deadletter_topic,
@@ -107,15 +107,9 @@ async def infer_batch(spec: ServiceSpec, events: list[faust.EventT]) -> None:
             tensor, fetch_s, prep_s = await loop.run_in_executor(
                 _pool, load_and_preprocess, spec, study)
             return Prepared(event, study, tensor, consumed_at, fetch_s, prep_s)
-        except InputRejected as exc:
-            metrics.deadletters.labels(reason=exc.reason.value).inc()
-            await send_deadletter(outbox, deadletter_topic, event, exc.reason, exc.detail,
-                                  service=spec.id)
         except Exception as exc:  # one bad study must not take the batch (or the agent) down
-            log.exception("%s: unexpected error while preparing a study", spec.id)
-            metrics.deadletters.labels(reason=Reason.INTERNAL_ERROR.value).inc()
-            await send_deadletter(outbox, deadletter_topic, event, Reason.INTERNAL_ERROR,
-                                  f"{type(exc).__name__}: {exc}", service=spec.id)
+            await reject(outbox, deadletter_topic, metrics.deadletters, event, exc,
+                         service=spec.id)
         return None
 
     ours = [e for e in events if routed_here(e)]
@@ -133,10 +127,10 @@ async def run_model(spec: ServiceSpec, prepared: list[Prepared], outbox: Outbox)
         scores = await _triton.infer(spec.model, spec.model_version, spec.input_name,
                                      spec.output_name, batch)
     except InferenceRejected as exc:
+        failed = InputRejected(Reason.INFERENCE_FAILED, str(exc))
         for p in prepared:
-            metrics.deadletters.labels(reason=Reason.INFERENCE_FAILED.value).inc()
-            await send_deadletter(outbox, deadletter_topic, p.event, Reason.INFERENCE_FAILED,
-                                  str(exc), service=spec.id)
+            await reject(outbox, deadletter_topic, metrics.deadletters, p.event, failed,
+                         service=spec.id)
         return
     infer_s = time.perf_counter() - t0
 

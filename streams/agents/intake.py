@@ -13,11 +13,10 @@ import logging
 
 import faust
 
-from streams.agents.outcomes import Outbox, send_deadletter, take_events
+from streams.agents.outcomes import Outbox, reject, take_events
 from streams.app import app, deadletter_topic, metrics, settings, studies_topic
 from streams.intake import parse_study
 from streams.origin import check_origin, intake_topic
-from streams.reasons import InputRejected, Reason
 
 log = logging.getLogger(__name__)
 
@@ -33,14 +32,8 @@ async def gate_batch(events: list[faust.EventT]) -> None:
             # Forward the hospital's bytes unchanged: the router validates them again.
             await outbox.forward(studies_topic, study["study_uid"],
                                  event.message.value or b"")
-        except InputRejected as exc:
-            metrics.deadletters.labels(reason=exc.reason.value).inc()
-            await send_deadletter(outbox, deadletter_topic, event, exc.reason, exc.detail)
-        except Exception as exc:  # never let one event crash the agent (Faust would ack it)
-            log.exception("intake: unexpected error")
-            metrics.deadletters.labels(reason=Reason.INTERNAL_ERROR.value).inc()
-            await send_deadletter(outbox, deadletter_topic, event, Reason.INTERNAL_ERROR,
-                                  f"{type(exc).__name__}: {exc}")
+        except Exception as exc:  # bad input or a bug: a DeadLetter, never an agent crash
+            await reject(outbox, deadletter_topic, metrics.deadletters, event, exc)
     await outbox.flush()
 
 

@@ -13,11 +13,12 @@ from typing import Any, cast
 
 import faust
 import orjson
+from prometheus_client import Counter
 
 from streams import topics
 from streams.cloudevents import ce_headers, utc_now_rfc3339
 from streams.events import deadletter
-from streams.reasons import Reason
+from streams.reasons import InputRejected, Reason
 from streams.schemas import EventKind, validate
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,24 @@ class Outbox:
         pending, self._pending = self._pending, []
         if pending:
             await asyncio.gather(*pending)
+
+
+async def reject(outbox: Outbox, topic: faust.TopicT, counter: Counter, event: faust.EventT,
+                 exc: Exception, *, service: str | None = None) -> None:
+    """Turn an event that failed into its DeadLetter: the one way every agent does it.
+
+    An InputRejected keeps its reason code; anything unforeseen becomes `internal_error`, logged
+    with its traceback. Either way the agent goes on: if it raised, Faust would ack the event
+    without an outcome.
+    """
+    if isinstance(exc, InputRejected):
+        reason, detail = exc.reason, exc.detail
+    else:
+        log.error("unexpected error on %s[%d]@%d", event.message.topic, event.message.partition,
+                  event.message.offset, exc_info=exc)
+        reason, detail = Reason.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}"
+    counter.labels(reason=reason.value).inc()
+    await send_deadletter(outbox, topic, event, reason, detail, service=service)
 
 
 async def send_deadletter(outbox: Outbox, topic: faust.TopicT, event: faust.EventT,

@@ -17,7 +17,7 @@ import faust
 import faust.streams
 import orjson
 
-from streams.agents.outcomes import Outbox, send_deadletter, take_events
+from streams.agents.outcomes import Outbox, reject, take_events
 from streams.app import app, deadletter_topic, findings_topic, metrics, settings, studies_topic
 from streams.app import work_topics as _work_topics
 from streams.catalog import NOT_APPLICABLE_SERVICE, catalog
@@ -84,14 +84,8 @@ async def route_batch(events: list[faust.EventT]) -> None:
                 await outbox.forward(_work_topics[spec.id], study["study_uid"],
                                      orjson.dumps(study), headers=_deployment)
                 metrics.work_items.labels(service=spec.id).inc()
-        except InputRejected as exc:
-            metrics.deadletters.labels(reason=exc.reason.value).inc()
-            await send_deadletter(outbox, deadletter_topic, event, exc.reason, exc.detail)
-        except Exception as exc:  # never let one event crash the agent (Faust would ack it)
-            log.exception("router: unexpected error")
-            metrics.deadletters.labels(reason=Reason.INTERNAL_ERROR.value).inc()
-            await send_deadletter(outbox, deadletter_topic, event, Reason.INTERNAL_ERROR,
-                                  f"{type(exc).__name__}: {exc}")
+        except Exception as exc:  # bad input or a bug: a DeadLetter, never an agent crash
+            await reject(outbox, deadletter_topic, metrics.deadletters, event, exc)
     await outbox.flush()
 
 
