@@ -49,6 +49,21 @@ pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
 
 
 @dataclass(frozen=True)
+class Geometry:
+    """The identity and geometry tags the technical-defect checks read (streams/defects.py)."""
+
+    modality: str = ""
+    body_part: str = ""
+    series_uid: str = ""
+    instance_number: int | None = None
+    #: (row, column) spacing in mm, None when the file has no PixelSpacing.
+    pixel_spacing: tuple[float, float] | None = None
+    #: Position of the slice along the patient axis (ImagePositionPatient z), in mm.
+    position_z: float | None = None
+    slice_thickness: float | None = None
+
+
+@dataclass(frozen=True)
 class DicomImage:
     """Decoded stored pixels plus the tags preprocessing needs to normalise them."""
 
@@ -58,6 +73,7 @@ class DicomImage:
     intercept: float
     window_center: float | None
     window_width: float | None
+    geometry: Geometry = Geometry()
 
 
 def resolve_uri(uri: str, roots: Sequence[Path]) -> Path:
@@ -235,6 +251,33 @@ class _Header:
     intercept: float
     window_center: float | None
     window_width: float | None
+    geometry: Geometry
+
+
+def _float_list(value: Any) -> list[float] | None:
+    if value is None:
+        return None
+    try:
+        items = list(value) if isinstance(value, (list, tuple, pydicom.multival.MultiValue)) \
+            else [value]
+        return [float(v) for v in items]
+    except (TypeError, ValueError):
+        return None
+
+
+def _geometry(ds: Dataset) -> Geometry:
+    spacing = _float_list(ds.get("PixelSpacing"))
+    position = _float_list(ds.get("ImagePositionPatient"))
+    number = ds.get("InstanceNumber")
+    return Geometry(
+        modality=str(ds.get("Modality", "") or "").strip().upper(),
+        body_part=str(ds.get("BodyPartExamined", "") or "").strip().upper(),
+        series_uid=str(ds.get("SeriesInstanceUID", "") or ""),
+        instance_number=int(number) if number not in (None, "") else None,
+        pixel_spacing=(spacing[0], spacing[1]) if spacing and len(spacing) >= 2 else None,
+        position_z=position[2] if position and len(position) >= 3 else None,
+        slice_thickness=_first_float(ds.get("SliceThickness")),
+    )
 
 
 def _header(ds: Dataset, path: Path) -> _Header:
@@ -248,7 +291,7 @@ def _header(ds: Dataset, path: Path) -> _Header:
         intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
         return _Header(needed, str(ds.get("PhotometricInterpretation", "MONOCHROME2")), slope,
                        intercept, _first_float(ds.get("WindowCenter")),
-                       _first_float(ds.get("WindowWidth")))
+                       _first_float(ds.get("WindowWidth")), _geometry(ds))
     except InputRejected:
         raise
     except Exception as exc:  # NotImplementedError, ValueError, TypeError, ... from pydicom
@@ -278,7 +321,7 @@ def read_image(path: Path, *, max_bytes: int = DEFAULT_MAX_BYTES,
         raise InputRejected(Reason.PIXELS_UNREADABLE, detail) from exc
     return DicomImage(pixels=pixels, photometric=header.photometric, slope=header.slope,
                       intercept=header.intercept, window_center=header.window_center,
-                      window_width=header.window_width)
+                      window_width=header.window_width, geometry=header.geometry)
 
 
 def read_image_from_uri(uri: str, roots: Sequence[Path], *, max_bytes: int = DEFAULT_MAX_BYTES,

@@ -58,6 +58,8 @@ deadletter_topic = raw_topic(topics.DEADLETTER)
 reviews_topic = raw_topic(topics.REVIEWS)
 alerts_topic = raw_topic(topics.ALERTS)
 work_topics = {s: raw_topic(topics.work_topic(s)) for s in topics.WORK_SERVICES}
+priority_topics = {s: raw_topic(topics.work_topic(s, "priority"))
+                   for s in topics.PRIORITY_LANE_SERVICES}
 services = catalog.select(settings.services)
 
 

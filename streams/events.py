@@ -6,6 +6,7 @@ CloudEvents headers when they publish.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -30,24 +31,34 @@ def _study_fields(study: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def finding_ok(study: Mapping[str, Any], spec: ServiceSpec, scores: Sequence[float],
-               produced_at: str) -> dict[str, Any]:
-    """A Finding with one entry per output of the service's model."""
+               produced_at: str, measurements: Sequence[float] | None = None) -> dict[str, Any]:
+    """A Finding with one entry per output of the service's model; measurement services also
+    report the measured value (finite values only) with the finding's unit."""
     findings = []
     for f in spec.findings:
         score = min(1.0, max(0.0, float(scores[f.output_index])))
-        findings.append({"code": f.code, "display": f.display, "score": round(score, 6),
-                         "positive": score >= f.threshold, "threshold": f.threshold})
+        item: dict[str, Any] = {"code": f.code, "display": f.display, "score": round(score, 6),
+                                "positive": score >= f.threshold, "threshold": f.threshold}
+        if measurements is not None and f.unit:
+            value = float(measurements[f.output_index])
+            if math.isfinite(value):
+                item["measurement"] = {"value": round(value, 4), "unit": f.unit}
+        findings.append(item)
     return {**_study_fields(study), "service": spec.id,
             "model": {"name": spec.model, "version": spec.model_version},
             "status": "ok", "findings": findings, "produced_at": produced_at}
 
 
 def finding_technical_defect(study: Mapping[str, Any], spec: ServiceSpec, reason: str,
-                             produced_at: str) -> dict[str, Any]:
-    return {**_study_fields(study), "service": spec.id,
+                             produced_at: str, detail: str = "") -> dict[str, Any]:
+    """The outcome for a study whose images this service cannot read: a reason, no guess."""
+    body = {**_study_fields(study), "service": spec.id,
             "model": {"name": spec.model, "version": spec.model_version},
             "status": "technical_defect", "findings": [], "defect_reason": reason,
             "produced_at": produced_at}
+    if detail:
+        body["defect_detail"] = detail[:1000]
+    return body
 
 
 def finding_not_applicable(study: Mapping[str, Any], produced_at: str) -> dict[str, Any]:

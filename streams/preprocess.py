@@ -10,6 +10,8 @@ that bone is always bright -> area-averaging resize to ``MODEL_INPUT_SIZE`` squa
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from streams.reasons import InputRejected, Reason
@@ -118,3 +120,76 @@ def _area_matrix(n_in: int, n_out: int) -> np.ndarray:
     overlap = np.clip(np.minimum(ends, pix + 1.0) - np.maximum(starts, pix), 0.0, None)
     overlap /= overlap.sum(axis=1, keepdims=True)
     return overlap.astype(np.float32)
+
+
+@dataclass(frozen=True)
+class PreprocessSpec:
+    """How one AI service turns a series into its model's input (declared in the catalog).
+
+    The tensor has ``len(windows) * slabs`` channels of ``size`` x ``size`` (window-major:
+    channel ``w * slabs + s`` is window ``w`` of slab ``s``). Slabs are means of contiguous
+    runs of slices, so a 40-slice CT and a 56-slice CT both become ``slabs`` channels.
+    """
+
+    size: int
+    slabs: int = 1
+    #: (center, width) pairs in rescaled units (HU for CT). Empty: the file's own window, else
+    #: the robust percentile window of the series.
+    windows: tuple[tuple[float, float], ...] = ()
+
+    @property
+    def channels(self) -> int:
+        return max(1, len(self.windows)) * self.slabs
+
+
+def to_series_input(
+    stored: np.ndarray,
+    spec: PreprocessSpec,
+    *,
+    photometric: str = "MONOCHROME2",
+    slope: float = 1.0,
+    intercept: float = 0.0,
+    window_center: float | None = None,
+    window_width: float | None = None,
+) -> np.ndarray:
+    """Stored pixels of a series, shape (slices, rows, cols), to a (channels, size, size)
+    float32 tensor in [0, 1].
+
+    Raises:
+        InputRejected: ``Reason.PIXELS_UNREADABLE`` when the pixels are not finite real
+            numbers of a non-empty 3-D shape.
+    """
+    arr = np.asarray(stored)
+    if arr.ndim == 2:
+        arr = arr[np.newaxis]
+    if arr.ndim != 3 or arr.size == 0:
+        raise InputRejected(Reason.PIXELS_UNREADABLE, f"expected (slices, rows, cols), got "
+                            f"shape {arr.shape}")
+    if not np.issubdtype(arr.dtype, np.integer) and not np.issubdtype(arr.dtype, np.floating):
+        raise InputRejected(Reason.PIXELS_UNREADABLE, f"pixel dtype {arr.dtype} is not real")
+    # Slabs first: the means shrink the data before any per-pixel float work.
+    groups = np.array_split(np.arange(arr.shape[0]), spec.slabs) if arr.shape[0] >= spec.slabs \
+        else [np.array([min(i * arr.shape[0] // spec.slabs, arr.shape[0] - 1)])
+              for i in range(spec.slabs)]
+    slabs = np.stack([arr[g].astype(np.float32).mean(axis=0) for g in groups])
+    slabs *= np.float32(slope)
+    slabs += np.float32(intercept)
+    if not (_bounded_rescale(arr.dtype, slope, intercept) or np.isfinite(slabs).all()):
+        raise InputRejected(Reason.PIXELS_UNREADABLE, "image contains non-finite values")
+
+    windows = spec.windows
+    if not windows:
+        if window_center is None or window_width is None or not window_width > 0:
+            window_center, window_width = robust_window(slabs)
+        windows = ((window_center, window_width),)
+    invert = photometric.strip().upper() == "MONOCHROME1"
+    out = np.empty((len(windows) * spec.slabs, spec.size, spec.size), dtype=np.float32)
+    for w, (center, width) in enumerate(windows):
+        lo = np.float32(center - width / 2.0)
+        for s in range(spec.slabs):
+            scaled = (slabs[s] - lo) * np.float32(1.0 / width)
+            np.clip(scaled, 0.0, 1.0, out=scaled)
+            if invert:
+                scaled = np.float32(1.0) - scaled
+            out[w * spec.slabs + s] = _resize_area(scaled, spec.size, spec.size)
+    return out

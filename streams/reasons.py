@@ -32,10 +32,29 @@ class Reason(StrEnum):
     #: Rows x Columns x Samples x Frames x BitsAllocated/8 above the configured pixel budget.
     IMAGE_TOO_LARGE = "image_too_large"
     PIXELS_UNREADABLE = "pixels_unreadable"
+    # Technical defects of the study's images for the service that reads them (streams/defects.py):
+    # these end as a technical_defect Finding, not a dead letter.
+    #: The images' own Modality/BodyPartExamined is not one the service reads.
+    BODY_PART_MISMATCH = "body_part_mismatch"
+    #: Slices missing (gaps in instance numbers or positions) or fewer than the service needs.
+    SERIES_INCOMPLETE = "series_incomplete"
+    #: Pixel or slice spacing, matrix size or slice count outside what a device can produce.
+    GEOMETRY_IMPLAUSIBLE = "geometry_implausible"
+    #: Background brighter than anatomy: pixel values inverted against their photometric tag.
+    CONTRAST_INVERTED = "contrast_inverted"
     # Inference
     INFERENCE_FAILED = "inference_failed"
     # Anything we did not foresee: still recorded, never dropped
     INTERNAL_ERROR = "internal_error"
+
+
+#: Reasons that are a property of the study's images, reported to the hospital as a
+#: technical_defect Finding for the service (the programme's "defective study" count) rather than
+#: dead-lettered. Hostile or broken files (not DICOM, truncated, outside the roots) stay dead
+#: letters: they point at a broken sender, not at an image a radiologist should redo.
+TECHNICAL_DEFECTS = frozenset({
+    Reason.BODY_PART_MISMATCH, Reason.SERIES_INCOMPLETE, Reason.GEOMETRY_IMPLAUSIBLE,
+    Reason.CONTRAST_INVERTED, Reason.PIXELS_UNREADABLE})
 
 
 class InputRejected(Exception):

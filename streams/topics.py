@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from streams.catalog import catalog
+
 
 @dataclass(frozen=True)
 class TopicSpec:
@@ -37,8 +39,10 @@ ALERTS = TopicSpec("radiology.alerts.v1", 1, "service", "radiology.quality.alert
 DEADLETTER = TopicSpec("radiology.deadletter.v1", STUDY_PARTITIONS, "original key",
                        "radiology.deadletter.v1")
 
-#: AI services with their own work topic (`radiology.work.<service>.v1`).
-WORK_SERVICES: tuple[str, ...] = ("chest-xray",)
+#: AI services with their own work topic (`radiology.work.<service>.v1`): every catalog entry.
+WORK_SERVICES: tuple[str, ...] = tuple(s.id for s in catalog())
+#: Services that also have a priority lane (`radiology.work.<service>.priority.v1`).
+PRIORITY_LANE_SERVICES: tuple[str, ...] = tuple(s.id for s in catalog() if s.priority_lane)
 
 
 #: Header naming the deployment (Faust app id) whose router made a work item. Work topics are
@@ -47,11 +51,18 @@ WORK_SERVICES: tuple[str, ...] = ("chest-xray",)
 DEPLOYMENT_HEADER = "radstream-deployment"
 
 
-def work_topic(service: str) -> TopicSpec:
+def work_topic(service: str, lane: str = "routine") -> TopicSpec:
+    """A service's work topic; the ``priority`` lane carries its urgent and emergency studies."""
+    if lane == "priority":
+        return TopicSpec(f"radiology.work.{service}.priority.v1", STUDY_PARTITIONS, "study_uid",
+                         "")
+    if lane != "routine":
+        raise ValueError(f"unknown lane {lane!r}")
     return TopicSpec(f"radiology.work.{service}.v1", STUDY_PARTITIONS, "study_uid", "")
 
 
 def all_topics() -> list[TopicSpec]:
     """Every topic the contract names, in creation order."""
     fixed = [STUDIES, FINDINGS, LATENCY, REVIEWS, STATS, ALERTS, DEADLETTER]
-    return fixed + [work_topic(s) for s in WORK_SERVICES]
+    return (fixed + [work_topic(s) for s in WORK_SERVICES]
+            + [work_topic(s, "priority") for s in PRIORITY_LANE_SERVICES])

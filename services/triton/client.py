@@ -82,10 +82,16 @@ class TritonModelClient:
     async def infer(self, model: str, version: str, input_name: str, output_name: str,
                     batch: np.ndarray) -> np.ndarray:
         """Run `batch` (leading batch axis) through `model`; return the output rows in order."""
+        (out,) = await self.infer_outputs(model, version, input_name, (output_name,), batch)
+        return out
+
+    async def infer_outputs(self, model: str, version: str, input_name: str,
+                            output_names: tuple[str, ...], batch: np.ndarray) -> list[np.ndarray]:
+        """Like :meth:`infer` for a model with several outputs (a score and a measurement)."""
         chunks = [batch[i:i + self._max_batch] for i in range(0, len(batch), self._max_batch)]
         outs = await asyncio.gather(*(
-            self._infer_chunk(model, version, input_name, output_name, c) for c in chunks))
-        return np.concatenate(outs, axis=0)
+            self._infer_chunk(model, version, input_name, output_names, c) for c in chunks))
+        return [np.concatenate([o[k] for o in outs], axis=0) for k in range(len(output_names))]
 
     def _note_circuit(self, model: str, before: CircuitState) -> None:
         after = self._breaker.state
@@ -94,11 +100,11 @@ class TritonModelClient:
             if self._on_circuit is not None:
                 self._on_circuit(model, after)
 
-    async def _infer_chunk(self, model: str, version: str, input_name: str, output_name: str,
-                           chunk: np.ndarray) -> np.ndarray:
+    async def _infer_chunk(self, model: str, version: str, input_name: str,
+                           output_names: tuple[str, ...], chunk: np.ndarray) -> list[np.ndarray]:
         inp = grpcclient.InferInput(input_name, list(chunk.shape), "FP32")
         inp.set_data_from_numpy(np.ascontiguousarray(chunk, dtype=np.float32))
-        out = grpcclient.InferRequestedOutput(output_name)
+        outs = [grpcclient.InferRequestedOutput(name) for name in output_names]
         rejections = 0
         attempt = 0
         while True:
@@ -112,16 +118,17 @@ class TritonModelClient:
                 # gRPC's own deadline does not fire while a request is stuck behind a frozen
                 # server's flow-control window; asyncio's does.
                 result = await asyncio.wait_for(
-                    self._get().infer(model, [inp], model_version=version, outputs=[out],
+                    self._get().infer(model, [inp], model_version=version, outputs=outs,
                                       client_timeout=self._timeout_s),
                     timeout=self._timeout_s + 0.5)
-                array = result.as_numpy(output_name)
-                if array is None:
-                    raise InferenceServerException(f"no output {output_name!r} from {model}")
+                arrays = [result.as_numpy(name) for name in output_names]
+                missing = [n for n, a in zip(output_names, arrays, strict=True) if a is None]
+                if missing:
+                    raise InferenceServerException(f"no output {missing} from {model}")
                 before = self._breaker.state
                 self._breaker.record_success()
                 self._note_circuit(model, before)
-                return array
+                return [a for a in arrays if a is not None]
             except (InferenceServerException, OSError, TimeoutError) as exc:
                 if self._on_retry is not None:
                     self._on_retry(model)

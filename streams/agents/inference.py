@@ -1,6 +1,10 @@
-"""Inference agents, one per AI service: micro-batch work items, decode and preprocess pixels
-in a thread pool (never on the event loop), run one batched Triton call, publish one Finding and
-one Latency event per study."""
+"""Inference agents, one per AI service (two with a priority lane): micro-batch work items, read
+and check each study's series and preprocess its pixels in a thread pool (never on the event
+loop), run one batched Triton call, publish one Finding and one Latency event per study.
+
+A study whose images fail a technical-defect check (streams/defects.py) gets a technical_defect
+Finding with the reason instead of a model guess; a broken file or event gets a DeadLetter.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ from typing import Any, cast
 import faust
 import numpy as np
 
-from services.dicom_io import read_image, resolve_uri
+from services.dicom_series import read_series
 from services.triton.client import InferenceRejected, TritonModelClient
 from streams.agents.outcomes import Outbox, reject, take_events
 from streams.app import (
@@ -25,6 +29,7 @@ from streams.app import (
     findings_topic,
     latency_topic,
     metrics,
+    priority_topics,
     services,
     settings,
     work_topics,
@@ -32,10 +37,12 @@ from streams.app import (
 from streams.catalog import ServiceSpec
 from streams.circuit import CircuitState
 from streams.cloudevents import parse_rfc3339, utc_now_rfc3339
-from streams.events import finding_ok, latency
+from streams.defects import check_contrast, check_geometry, check_identity
+from streams.events import finding_ok, finding_technical_defect, latency
 from streams.intake import parse_study
-from streams.preprocess import to_model_input
-from streams.reasons import InputRejected, Reason
+from streams.preprocess import to_series_input
+from streams.priority import PriorityGate
+from streams.reasons import TECHNICAL_DEFECTS, InputRejected, Reason
 from streams.routing import matching_series
 from streams.topics import DEPLOYMENT_HEADER
 
@@ -50,6 +57,8 @@ def _circuit_changed(model: str, state: CircuitState) -> None:
 
 
 _pool = ThreadPoolExecutor(settings.preprocess_threads, thread_name_prefix="preprocess")
+# Priority work never queues behind a routine batch's files in the shared pool.
+_priority_pool = ThreadPoolExecutor(1, thread_name_prefix="preprocess-priority")
 _triton = TritonModelClient(
     settings.triton_grpc, attempts=settings.triton_attempts, timeout_s=settings.triton_timeout_s,
     on_retry=lambda model: metrics.triton_retries.labels(model=model).inc(),
@@ -68,17 +77,24 @@ class Prepared:
 
 def load_and_preprocess(spec: ServiceSpec,
                         study: dict[str, Any]) -> tuple[np.ndarray, float, float]:
-    """Runs in the thread pool: file I/O, DICOM decoding and pixel work."""
+    """Runs in the thread pool: file I/O, DICOM decoding, defect checks and pixel work."""
     series = matching_series(spec, study)
     if not series:
         raise InputRejected(Reason.SCHEMA_VIOLATION, f"no series for service {spec.id}")
     t0 = time.perf_counter()
-    image = read_image(resolve_uri(series[0]["uri"], settings.dicom_roots),
-                       max_bytes=settings.max_file_bytes, max_pixel_bytes=settings.max_pixel_bytes)
+    chosen = series[0]
+    images = read_series(chosen["uri"], int(chosen["instance_count"]), settings.dicom_roots,
+                         max_slices=spec.checks.max_slices, max_bytes=settings.max_file_bytes,
+                         max_pixel_bytes=settings.max_pixel_bytes)
     t1 = time.perf_counter()
-    tensor = to_model_input(image.pixels, photometric=image.photometric, slope=image.slope,
-                            intercept=image.intercept, window_center=image.window_center,
-                            window_width=image.window_width)
+    check_identity(spec.select, images.geometries)
+    check_geometry(spec.checks, images.pixels.shape, images.geometries,
+                   int(chosen["instance_count"]))
+    tensor = to_series_input(images.pixels, spec.preprocess, photometric=images.photometric,
+                             slope=images.slope, intercept=images.intercept,
+                             window_center=images.window_center,
+                             window_width=images.window_width)
+    check_contrast(tensor)
     return tensor, t1 - t0, time.perf_counter() - t1
 
 
@@ -96,17 +112,29 @@ def routed_here(event: faust.EventT) -> bool:
     return True
 
 
-async def infer_batch(spec: ServiceSpec, events: list[faust.EventT]) -> None:
+async def infer_batch(spec: ServiceSpec, events: list[faust.EventT], *,
+                      priority: bool = False) -> None:
     loop = asyncio.get_running_loop()
     outbox = Outbox(f"radstream/service/{spec.id}")
     consumed_at = time.time()
+    pool = _priority_pool if priority else _pool
 
     async def prepare(event: faust.EventT) -> Prepared | None:
+        study: dict[str, Any] | None = None
         try:
             study = parse_study(event.message.value, max_bytes=settings.max_event_bytes)
             tensor, fetch_s, prep_s = await loop.run_in_executor(
-                _pool, load_and_preprocess, spec, study)
+                pool, load_and_preprocess, spec, study)
             return Prepared(event, study, tensor, consumed_at, fetch_s, prep_s)
+        except InputRejected as exc:
+            if study is not None and exc.reason in TECHNICAL_DEFECTS:
+                body = finding_technical_defect(study, spec, exc.reason.value, utc_now_rfc3339(),
+                                                exc.detail)
+                await outbox.send(findings_topic, study["study_uid"], body)
+                metrics.findings.labels(service=spec.id, status="technical_defect").inc()
+            else:
+                await reject(outbox, deadletter_topic, metrics.deadletters, event, exc,
+                             service=spec.id)
         except Exception as exc:  # one bad study must not take the batch (or the agent) down
             await reject(outbox, deadletter_topic, metrics.deadletters, event, exc,
                          service=spec.id)
@@ -123,9 +151,11 @@ async def run_model(spec: ServiceSpec, prepared: list[Prepared], outbox: Outbox)
     batch = np.stack([p.tensor for p in prepared])
     metrics.batch_size.labels(service=spec.id).observe(len(prepared))
     t0 = time.perf_counter()
+    outputs = (spec.output_name, spec.measurement_output) if spec.measurement_output \
+        else (spec.output_name,)
     try:
-        scores = await _triton.infer(spec.model, spec.model_version, spec.input_name,
-                                     spec.output_name, batch)
+        results = await _triton.infer_outputs(spec.model, spec.model_version, spec.input_name,
+                                              outputs, batch)
     except InferenceRejected as exc:
         failed = InputRejected(Reason.INFERENCE_FAILED, str(exc))
         for p in prepared:
@@ -134,10 +164,13 @@ async def run_model(spec: ServiceSpec, prepared: list[Prepared], outbox: Outbox)
         return
     infer_s = time.perf_counter() - t0
 
+    scores = results[0]
+    values = results[1] if len(results) > 1 else [None] * len(prepared)
     t1 = time.perf_counter()
-    for p, row in zip(prepared, scores, strict=True):
+    for p, row, measured in zip(prepared, scores, values, strict=True):
         body = finding_ok(p.study, spec, [float(x) for x in np.atleast_1d(row)],
-                          utc_now_rfc3339())
+                          utc_now_rfc3339(),
+                          None if measured is None else [float(x) for x in np.atleast_1d(measured)])
         await outbox.send(findings_topic, p.study["study_uid"], body)
         metrics.findings.labels(service=spec.id, status="ok").inc()
     await outbox.flush()
@@ -158,18 +191,28 @@ async def run_model(spec: ServiceSpec, prepared: list[Prepared], outbox: Outbox)
         await outbox.send(latency_topic, p.study["study_uid"], body)
 
 
-def _make_agent(spec: ServiceSpec) -> None:
+def _make_agents(spec: ServiceSpec) -> None:
     if settings.model_override:
         # Benchmarks only (RADSTREAM_MODEL_OVERRIDE): same tensors, another Triton model; the
         # Findings then name that model, so nobody mistakes them for the service's own.
-        spec = dataclasses.replace(spec, model=settings.model_override, model_version="1")
+        spec = dataclasses.replace(spec, model=settings.model_override, model_version="1",
+                                   measurement_output="")
+    gate = PriorityGate()
 
     async def infer(stream: faust.StreamT[bytes]) -> None:
         async for events in take_events(stream, settings.batch_max, settings.batch_within_s):
+            await gate.routine_turn()
             await infer_batch(spec, events)
 
+    async def infer_priority(stream: faust.StreamT[bytes]) -> None:
+        async for events in take_events(stream, settings.batch_max, settings.batch_within_s):
+            async with gate.priority_work():
+                await infer_batch(spec, events, priority=True)
+
     app.agent(work_topics[spec.id], name=f"infer-{spec.id}")(infer)
+    if spec.id in priority_topics:
+        app.agent(priority_topics[spec.id], name=f"infer-{spec.id}-priority")(infer_priority)
 
 
 for _spec in services:
-    _make_agent(_spec)
+    _make_agents(_spec)

@@ -19,13 +19,14 @@ import orjson
 
 from streams.agents.outcomes import Outbox, reject, take_events
 from streams.app import app, deadletter_topic, findings_topic, metrics, settings, studies_topic
+from streams.app import priority_topics as _priority_topics
 from streams.app import work_topics as _work_topics
 from streams.catalog import NOT_APPLICABLE_SERVICE, catalog
 from streams.cloudevents import utc_now_rfc3339
 from streams.events import finding_not_applicable
 from streams.intake import parse_study, study_fingerprint
 from streams.reasons import InputRejected, Reason
-from streams.routing import route
+from streams.routing import lane, route
 from streams.topics import DEPLOYMENT_HEADER
 
 log = logging.getLogger(__name__)
@@ -81,8 +82,10 @@ async def route_batch(events: list[faust.EventT]) -> None:
                 continue
             for spec in services:
                 # The validated body travels on unchanged: the work item *is* the announcement.
-                await outbox.forward(_work_topics[spec.id], study["study_uid"],
-                                     orjson.dumps(study), headers=_deployment)
+                topic = (_priority_topics[spec.id] if lane(spec, study) == "priority"
+                         else _work_topics[spec.id])
+                await outbox.forward(topic, study["study_uid"], orjson.dumps(study),
+                                     headers=_deployment)
                 metrics.work_items.labels(service=spec.id).inc()
         except Exception as exc:  # bad input or a bug: a DeadLetter, never an agent crash
             await reject(outbox, deadletter_topic, metrics.deadletters, event, exc)

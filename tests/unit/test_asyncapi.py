@@ -11,7 +11,7 @@ import yaml
 
 from streams.origin import intake_topic
 from streams.schemas import SCHEMA_DIR, EventKind
-from streams.topics import all_topics
+from streams.topics import PRIORITY_LANE_SERVICES, WORK_SERVICES, all_topics
 
 SCHEMA_FORMAT = "application/schema+json;version=draft-2020-12"
 
@@ -74,12 +74,25 @@ def test_is_asyncapi_3_with_local_kafka_server() -> None:
         **doc["servers"]["local"], "host": "127.0.0.1:9092", "protocol": "kafka"}
 
 
+def channel_for(topic_name: str) -> dict[str, Any] | None:
+    """The channel whose address is the topic, or whose parameterised address (one
+    ``{service}`` from its enum) expands to it: the work topics, one per catalog service."""
+    for address, channel in channel_by_address().items():
+        if address == topic_name:
+            return channel
+        service = channel.get("parameters", {}).get("service")
+        if service and any(address.replace("{service}", s) == topic_name
+                           for s in service.get("enum", [])):
+            return channel
+    return None
+
+
 @pytest.mark.parametrize("topic", all_topics(), ids=lambda t: t.name)
 def test_every_topic_is_a_channel_with_its_partitions_and_key(topic: Any) -> None:
-    channel = channel_by_address().get(topic.name)
+    channel = channel_for(topic.name)
     assert channel is not None, f"no channel with address {topic.name}"
     kafka = channel["bindings"]["kafka"]
-    assert kafka["topic"] == topic.name
+    assert kafka.get("topic", topic.name) == topic.name
     assert kafka["partitions"] == topic.partitions
     compacted = "compact" in kafka.get("topicConfiguration", {}).get("cleanup.policy", [])
     assert compacted == topic.compacted
@@ -93,16 +106,19 @@ def test_every_topic_is_a_channel_with_its_partitions_and_key(topic: Any) -> Non
             assert header_ce_type(message["headers"]) == topic.event_type
 
 
-def test_parameterised_work_channel_is_documented() -> None:
-    channel = channel_by_address()["radiology.work.{service}.v1"]
-    assert "service" in channel["parameters"]
-    assert "internal" in channel["description"].lower()
+def test_parameterised_work_channels_list_exactly_the_catalog_services() -> None:
+    routine = channel_by_address()["radiology.work.{service}.v1"]
+    priority = channel_by_address()["radiology.work.{service}.priority.v1"]
+    assert "internal" in routine["description"].lower()
+    assert routine["parameters"]["service"]["enum"] == list(WORK_SERVICES)
+    assert priority["parameters"]["service"]["enum"] == list(PRIORITY_LANE_SERVICES)
 
 
 def test_every_channel_address_is_a_known_topic_or_a_pattern() -> None:
     intake = "radiology.intake.{hospital_id}.v1"
     assert intake.replace("{hospital_id}", "H001") == intake_topic("H001")
-    known = {t.name for t in all_topics()} | {"radiology.work.{service}.v1", intake}
+    known = {t.name for t in all_topics()} | {"radiology.work.{service}.v1",
+                                              "radiology.work.{service}.priority.v1", intake}
     assert set(channel_by_address()) <= known
 
 

@@ -27,7 +27,7 @@ def study(modality: str = "DX", body_part: str = "CHEST") -> dict[str, Any]:
 
 @pytest.mark.parametrize(("modality", "body_part", "expected"), [
     ("DX", "CHEST", ["chest-xray"]), ("CR", "CHEST", ["chest-xray"]),
-    ("CT", "CHEST", []), ("DX", "FOOT", []), ("MR", "HEAD", []),
+    ("CT", "CHEST", ["chest-ct"]), ("DX", "ELBOW", []), ("MR", "HEAD", []),
 ])
 def test_route(modality: str, body_part: str, expected: list[str]) -> None:
     assert [s.id for s in route(study(modality, body_part), catalog())] == expected
