@@ -1,0 +1,119 @@
+"""Technical-defect checks (streams/defects.py) and the priority gate (streams/priority.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from services.synth.cxr_phantom import render_chest_xray
+from streams.catalog import DefectChecks, service
+from streams.defects import (
+    border_excess,
+    check_contrast,
+    check_geometry,
+    check_identity,
+)
+from streams.preprocess import PreprocessSpec, to_series_input
+from streams.priority import PriorityGate
+from streams.reasons import TECHNICAL_DEFECTS, InputRejected, Reason
+
+
+@dataclass(frozen=True)
+class G:
+    modality: str = "CT"
+    body_part: str = "CHEST"
+    instance_number: int | None = None
+    pixel_spacing: tuple[float, float] | None = (0.8, 0.8)
+    position_z: float | None = None
+
+
+CT = DefectChecks(min_slices=24, max_slices=1000, pixel_spacing_mm=(0.3, 2.0),
+                  slice_spacing_mm=(0.5, 10.0))
+
+
+def volume(n: int = 30, step: float = 2.0, **kw: object) -> list[G]:
+    return [G(instance_number=i + 1, position_z=i * step, **kw) for i in range(n)]  # type: ignore[arg-type]
+
+
+def reason_of(fn: object, *args: object) -> Reason | None:
+    try:
+        fn(*args)  # type: ignore[operator]
+    except InputRejected as exc:
+        return exc.reason
+    return None
+
+
+def test_a_complete_plausible_series_passes() -> None:
+    assert reason_of(check_geometry, CT, (30, 128, 128), volume(), 30) is None
+
+
+@pytest.mark.parametrize(("geoms", "shape", "announced", "reason"), [
+    # a slice missing from the middle: gap in numbers and positions
+    (volume()[:10] + volume()[11:], (29, 128, 128), 29, Reason.SERIES_INCOMPLETE),
+    # fewer slices than announced (transfer cut short)
+    (volume(), (30, 128, 128), 36, Reason.SERIES_INCOMPLETE),
+    # too few slices for a chest CT service
+    (volume(10), (10, 128, 128), 10, Reason.SERIES_INCOMPLETE),
+    # every slice at the same position
+    (volume(step=0.0), (30, 128, 128), 30, Reason.GEOMETRY_IMPLAUSIBLE),
+    # 50 mm pixels
+    (volume(pixel_spacing=(50.0, 50.0)), (30, 128, 128), 30, Reason.GEOMETRY_IMPLAUSIBLE),
+    # a 4x4 matrix
+    (volume(), (30, 4, 4), 30, Reason.GEOMETRY_IMPLAUSIBLE),
+    # 30 mm between slices
+    (volume(step=30.0), (30, 128, 128), 30, Reason.GEOMETRY_IMPLAUSIBLE),
+])
+def test_geometry_defects(geoms: list[G], shape: tuple[int, int, int], announced: int,
+                          reason: Reason) -> None:
+    assert reason_of(check_geometry, CT, shape, geoms, announced) is reason
+    assert reason in TECHNICAL_DEFECTS
+
+
+def test_identity_mismatch_is_a_defect_but_absent_tags_are_not() -> None:
+    select = service("chest-ct").select
+    assert reason_of(check_identity, select, [G(body_part="KNEE")]) is Reason.BODY_PART_MISMATCH
+    assert reason_of(check_identity, select, [G(modality="MR")]) is Reason.BODY_PART_MISMATCH
+    assert reason_of(check_identity, select, [G(modality="", body_part="")]) is None
+
+
+def test_inverted_chest_radiographs_are_caught_and_normal_ones_pass() -> None:
+    spec = PreprocessSpec(size=128)
+    for seed in range(20):
+        pixels, _ = render_chest_xray(np.random.default_rng(seed), lesion=seed % 2 == 0)
+        normal = to_series_input(pixels, spec)
+        inverted = to_series_input(pixels.max() + pixels.min() - pixels, spec)
+        assert reason_of(check_contrast, normal) is None
+        assert reason_of(check_contrast, inverted) is Reason.CONTRAST_INVERTED
+        assert border_excess(inverted) > 0.3 > -0.3 > border_excess(normal)
+
+
+async def test_routine_waits_for_priority_work_and_gives_up_after_max_wait() -> None:
+    gate = PriorityGate(max_wait_s=0.05)
+    assert await gate.routine_turn() is True
+    order: list[str] = []
+    release = asyncio.Event()
+
+    async def priority() -> None:
+        async with gate.priority_work():
+            await release.wait()
+            order.append("priority")
+
+    async def routine() -> None:
+        await gate.routine_turn()
+        order.append("routine")
+
+    task = asyncio.create_task(priority())
+    await asyncio.sleep(0)
+    assert gate.busy
+    waiter = asyncio.create_task(routine())
+    await asyncio.sleep(0.01)
+    assert order == []  # routine is held while priority work is in hand
+    release.set()
+    await asyncio.gather(task, waiter)
+    assert order == ["priority", "routine"]
+    # a priority batch that never ends cannot starve the routine lane
+    async with gate.priority_work():
+        assert await gate.routine_turn() is False
