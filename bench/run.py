@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from bench import infra, probes, report
+from bench.backlog import describe as describe_backlog
+from bench.backlog import run_backlog
 from bench.traffic import Collector, Outcome, Sent, fresh_uids, image_pool, publish
 from bench.triton_alone import prepared_tensors, sweep
 from streams.catalog import service
@@ -271,6 +273,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--studies", type=int, default=3000, help="(c) backlog, reference model")
     p.add_argument("--identity-studies", type=int, default=10000, help="(c) on identity")
     p.add_argument("--naive-studies", type=int, default=500)
+    p.add_argument("--backlog-studies", type=int, default=2000,
+                   help="(f) routine backlog ahead of 20 emergency studies")
     p.add_argument("--sweep-s", type=float, default=4.0, help="seconds per (a) sweep point")
     p.add_argument("--soak-s", type=float, default=60.0, help="(d) duration; 600 = full soak")
     p.add_argument("--pool", type=int, default=64, help="distinct DICOM images reused")
@@ -303,6 +307,10 @@ def main(argv: list[str] | None = None) -> int:
                 soak = pl.soak_s if model == ref and w == 1 else None
                 scenarios.extend(run_radstream(args, triton, model, ref, pool, root,
                                                pl.radstream_studies[model], w, soak))
+        print(f"[bench] {ref}: (f) emergency studies behind a routine backlog", flush=True)
+        backlog_result = run_backlog(args, triton, ref, pool, root, STATE,
+                                     30 if args.smoke else args.backlog_studies,
+                                     5 if args.smoke else 20)
     finally:
         triton.stop()
         if kafka is not None:
@@ -317,9 +325,11 @@ def main(argv: list[str] | None = None) -> int:
                        "full_soak": pl.soak_s >= 600},
               "bootstrap": args.bootstrap, "private_kafka": kafka is not None,
               "reference_model": ref, "identity_model": ident, "scenarios": scenarios,
-              "ratios": values, "targets_met": report.verdicts(values)}
+              "ratios": values, "targets_met": report.verdicts(values),
+              "backlog": backlog_result}
     write(result, args.out)
     print(report.table(scenarios, values))
+    print(describe_backlog(backlog_result))
     if pl.soak_s < 600:
         print(f"soak: {pl.soak_s:.0f}s, shorter than the 10-minute soak "
               "(make bench SOAK_S=600 for the full one)")

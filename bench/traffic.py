@@ -35,11 +35,11 @@ def image_pool(folder: Path, size: int) -> list[Path]:
     return [Path(t.path) for t in truths]
 
 
-def announcement(uid: str, image: Path) -> bytes:
+def announcement(uid: str, image: Path, priority: str = "routine") -> bytes:
     """One StudyAnnounced body for `image` under a fresh study UID."""
     now = utc_now_rfc3339()
     body = {"study_uid": uid, "hospital_id": BENCH_HOSPITAL, "device_id": "BENCH-D01",
-            "modality": "DX", "body_part": "CHEST", "priority": "routine",
+            "modality": "DX", "body_part": "CHEST", "priority": priority,
             "acquired_at": now, "published_at": now, "patient_ref": uuid.uuid4().hex,
             "series": [{"series_uid": uid + ".1", "modality": "DX", "body_part": "CHEST",
                         "instance_count": 1, "uri": image.as_uri()}]}
@@ -82,7 +82,8 @@ class Sent:
 
 
 def publish(bootstrap: str, uids: Sequence[str], pool: Sequence[Path], sent: Sent, *,
-            rate_per_s: float | None = None, stop: threading.Event | None = None) -> None:
+            rate_per_s: float | None = None, stop: threading.Event | None = None,
+            priority: str = "routine") -> None:
     """Announce `uids` round-robin over the image pool: as fast as possible, or paced."""
     producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 2,
                          "enable.idempotence": True})
@@ -95,7 +96,7 @@ def publish(bootstrap: str, uids: Sequence[str], pool: Sequence[Path], sent: Sen
             delay = start + i / rate_per_s - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
-        body = announcement(uid, pool[i % len(pool)])
+        body = announcement(uid, pool[i % len(pool)], priority)
         sent.at[uid] = time.time()
         while True:
             try:
