@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# `make demo`: start Kafka, Triton and one stream worker, run the simulated city for about a
-# minute (DEMO_SECONDS), print the city statistics, and stop everything this script started.
+# `make demo`: start Kafka, Triton and one stream worker, run the simulated city (every AI
+# service; DEMO_STUDIES studies, default 600), print per-service progress and the city
+# statistics, and stop everything this script started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 state=${RADSTREAM_STATE:-$PWD/.state}

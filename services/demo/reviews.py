@@ -82,6 +82,27 @@ def simulate_reviews(truths: Iterable[StudyTruth], cfg: ReviewConfig, *,
     return reviews
 
 
+def simulate_city_reviews(truths: Iterable[Any], cfg: ReviewConfig, *,
+                          reviewed_at: str) -> list[dict[str, Any]]:
+    """Reviews for a sample of the simulated city's readable studies (services.synth.city
+    CityTruth: ``service``, ``defect``, ``labels``): one review per finding of the study's
+    service, read from the planted labels with the configured disagreement."""
+    reviews = []
+    for truth in truths:
+        if truth.defect or not truth.labels:
+            continue
+        rng = random.Random(f"{cfg.seed}|{truth.study_uid}")
+        if rng.random() >= cfg.sample_fraction:
+            continue
+        reviewer = reviewer_ref(cfg.seed, rng.randrange(cfg.reviewers))
+        for code, planted in sorted(truth.labels.items()):
+            disagrees = rng.random() < cfg.disagreement_rate
+            reviews.append({"study_uid": truth.study_uid, "service": truth.service,
+                            "code": code, "radiologist_positive": bool(planted) != disagrees,
+                            "reviewer_ref": reviewer, "reviewed_at": reviewed_at})
+    return reviews
+
+
 class ReviewPublisher:
     """Sends Review events; `flush()` returns how many the broker acknowledged."""
 

@@ -11,7 +11,7 @@ from datetime import datetime
 from pathlib import Path
 
 import numpy as np
-from pydicom.dataset import FileDataset, FileMetaDataset
+from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.uid import (
     PYDICOM_IMPLEMENTATION_UID,
     UID,
@@ -25,9 +25,61 @@ from streams.preprocess import robust_window
 PIXEL_SPACING_MM = 0.7
 
 
-def _ds(value: float) -> str:
+def decimal_string(value: float) -> str:
     """Format a float as a DICOM DS (decimal string, at most 16 characters)."""
     return f"{value:.6g}"
+
+
+def new_dataset(path: Path, sop_class: str, sop_uid: str) -> FileDataset:
+    """An empty Part 10 dataset (Explicit VR Little Endian file meta) of one SOP instance."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = UID(sop_class)
+    meta.MediaStorageSOPInstanceUID = UID(sop_uid)
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    meta.ImplementationVersionName = "RADSTREAM_SYNTH"
+
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.SOPClassUID = UID(sop_class)
+    ds.SOPInstanceUID = sop_uid
+    return ds
+
+
+def set_study_tags(ds: Dataset, *, study_uid: str, series_uid: str, patient_name: str,
+                   patient_id: str, birth_date: str, accession: str, institution: str,
+                   station: str, acquired_at: datetime, sex: str, age_years: int | None,
+                   study_description: str, series_description: str) -> None:
+    """The patient, study, series, timing and device tags every synthetic instance carries.
+
+    The names, IDs, birth dates and accessions are synthetic PHI canaries: they must never
+    reach the bus, so tests can grep for them.
+    """
+    ds.StudyInstanceUID = study_uid
+    ds.SeriesInstanceUID = series_uid
+    ds.ImageType = ["ORIGINAL", "PRIMARY"]
+
+    date, time = acquired_at.strftime("%Y%m%d"), acquired_at.strftime("%H%M%S.%f")
+    ds.StudyDate = ds.SeriesDate = ds.AcquisitionDate = ds.ContentDate = date
+    ds.StudyTime = ds.SeriesTime = ds.AcquisitionTime = ds.ContentTime = time
+    ds.AcquisitionDateTime = f"{date}{time}"
+
+    ds.PatientName = patient_name
+    ds.PatientID = patient_id
+    ds.PatientBirthDate = birth_date
+    ds.PatientSex = sex
+    if age_years is not None:
+        ds.PatientAge = f"{max(0, min(age_years, 999)):03d}Y"
+    ds.AccessionNumber = accession
+    ds.ReferringPhysicianName = ""
+    ds.StudyID = accession[-16:]
+    ds.StudyDescription = study_description
+    ds.SeriesDescription = series_description
+
+    ds.Manufacturer = "radstream synthetic"
+    ds.InstitutionName = institution
+    ds.StationName = station
+    ds.DeviceSerialNumber = station
 
 
 def write_cxr_dicom(
@@ -61,47 +113,18 @@ def write_cxr_dicom(
     if int(image.max(initial=0)) > 4095:
         raise ValueError("pixel values exceed 12 bits")
 
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = DigitalXRayImageStorageForPresentation
-    meta.MediaStorageSOPInstanceUID = UID(sop_uid)
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    meta.ImplementationVersionName = "RADSTREAM_SYNTH"
-
-    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SpecificCharacterSet = "ISO_IR 100"
-    ds.SOPClassUID = DigitalXRayImageStorageForPresentation
-    ds.SOPInstanceUID = sop_uid
-    ds.StudyInstanceUID = study_uid
-    ds.SeriesInstanceUID = series_uid
-    ds.ImageType = ["ORIGINAL", "PRIMARY"]
-
-    date, time = acquired_at.strftime("%Y%m%d"), acquired_at.strftime("%H%M%S.%f")
-    ds.StudyDate = ds.SeriesDate = ds.AcquisitionDate = ds.ContentDate = date
-    ds.StudyTime = ds.SeriesTime = ds.AcquisitionTime = ds.ContentTime = time
-    ds.AcquisitionDateTime = f"{date}{time}"
-
-    ds.PatientName = patient_name
-    ds.PatientID = patient_id
-    ds.PatientBirthDate = birth_date
-    ds.PatientSex = sex
-    if age_years is not None:
-        ds.PatientAge = f"{max(0, min(age_years, 999)):03d}Y"
-    ds.AccessionNumber = accession
-    ds.ReferringPhysicianName = ""
-    ds.StudyID = accession[-16:]
-    ds.StudyDescription = description
-    ds.SeriesDescription = description
+    ds = new_dataset(path, DigitalXRayImageStorageForPresentation, sop_uid)
+    set_study_tags(ds, study_uid=study_uid, series_uid=series_uid, patient_name=patient_name,
+                   patient_id=patient_id, birth_date=birth_date, accession=accession,
+                   institution=institution, station=station, acquired_at=acquired_at, sex=sex,
+                   age_years=age_years, study_description=description,
+                   series_description=description)
 
     ds.Modality = modality
     ds.BodyPartExamined = body_part
     ds.ViewPosition = "PA"
     ds.PatientOrientation = ["L", "F"]
-    ds.Manufacturer = "radstream synthetic"
     ds.ManufacturerModelName = "CXR phantom"
-    ds.InstitutionName = institution
-    ds.StationName = station
-    ds.DeviceSerialNumber = station
     ds.SeriesNumber = 1
     ds.InstanceNumber = 1
     ds.PresentationIntentType = "FOR PRESENTATION"
@@ -117,13 +140,14 @@ def write_cxr_dicom(
     ds.PixelRepresentation = 0
     ds.PixelIntensityRelationship = "LOG"
     ds.PixelIntensityRelationshipSign = 1
-    ds.PixelSpacing = [_ds(PIXEL_SPACING_MM), _ds(PIXEL_SPACING_MM)]
-    ds.ImagerPixelSpacing = [_ds(PIXEL_SPACING_MM), _ds(PIXEL_SPACING_MM)]
+    spacing = decimal_string(PIXEL_SPACING_MM)
+    ds.PixelSpacing = [spacing, spacing]
+    ds.ImagerPixelSpacing = [spacing, spacing]
     # The same robust window the preprocessing falls back to, so files with and without the
     # window tags normalise alike.
     center, width = window if window is not None else robust_window(image.astype(np.float32))
-    ds.WindowCenter = _ds(center)
-    ds.WindowWidth = _ds(width)
+    ds.WindowCenter = decimal_string(center)
+    ds.WindowWidth = decimal_string(width)
     ds.PixelData = image.tobytes()
 
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -84,5 +84,5 @@ def to_stored(values: np.ndarray, *, slope: float, intercept: float, dtype: type
     """Physical values (HU, attenuation, signal) + Gaussian noise -> clipped stored integers."""
     noisy = values + rng.normal(0.0, noise, size=values.shape).astype(np.float32)
     stored = np.rint((noisy - intercept) / slope)
-    info = np.iinfo(dtype)
+    info: np.iinfo[Any] = np.iinfo(np.dtype(dtype))
     return np.clip(stored, info.min, info.max).astype(dtype)
