@@ -16,7 +16,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = CityConfig(studies=args.studies, rate_per_s=None if args.times_real else args.rate,
                      times_real=args.times_real, hospitals=args.hospitals, devices=args.devices,
                      defect_rate=args.defect_rate, not_applicable_rate=args.not_applicable_rate,
-                     seed=args.seed)
+                     seed=args.seed, services=tuple(args.service) or None)
     summary = run_city(cfg, dicom_root=settings.dicom_roots[0], bootstrap=settings.kafka,
                        stats_url=f"http://127.0.0.1:{settings.web_port}/stats",
                        key=load_key_from_env())
@@ -36,4 +36,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--defect-rate", type=float, default=0.05)
     p.add_argument("--not-applicable-rate", type=float, default=0.05)
     p.add_argument("--seed", type=int, default=2026)
+    p.add_argument("--service", action="append", default=[],
+                   help="simulate only this catalog service's studies (repeatable; default all)")
     p.set_defaults(func=run)

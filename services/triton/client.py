@@ -133,12 +133,15 @@ class TritonModelClient:
                 if self._on_retry is not None:
                     self._on_retry(model)
                 if not is_unavailable(exc):
+                    # A rejected request says nothing about the server's health: it must not
+                    # open the circuit that every other model's calls go through.
                     rejections += 1
                     if rejections >= self._attempts:
                         raise InferenceRejected(f"{model}: {exc}") from exc
-                before = self._breaker.state
-                self._breaker.record_failure(time.monotonic())
-                self._note_circuit(model, before)
+                else:
+                    before = self._breaker.state
+                    self._breaker.record_failure(time.monotonic())
+                    self._note_circuit(model, before)
                 delay = backoff_s(attempt)
                 attempt += 1
                 log.warning("triton %s call failed (%s); retry %d in %.2fs", model,
