@@ -145,6 +145,11 @@ async def quality_reviews(stream: faust.StreamT[bytes]) -> None:
 
 @app.page("/quality")
 async def quality_view(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:
-    monitored = [(s.id, f.code, f.threshold) for s in _SERVICES.values() for f in s.findings]
+    monitored = []
+    for spec in _SERVICES.values():
+        try:
+            monitored += [(spec.id, f.code, f.threshold) for f in spec.findings]
+        except catalog.CatalogError as exc:  # a model without a card: report the others
+            log.warning("quality: %s not monitored: %s", spec.id, exc)
     body = monitor.report(monitored, list(recent_alerts))
     return web.bytes(orjson.dumps(body), content_type="application/json")
