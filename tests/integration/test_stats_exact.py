@@ -33,7 +33,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from services.ops.processes import spawn_worker, stop
 from services.ops.wait_http import wait_http
 from streams import catalog, topics, windows
-from streams.catalog import FindingSpec, ServiceSpec
+from streams.catalog import FindingSpec
 from streams.cloudevents import ce_headers, utc_now_rfc3339
 from streams.events import finding_not_applicable, finding_ok, finding_technical_defect, latency
 from streams.metrics import STAGES
@@ -122,10 +122,10 @@ def build_city(tag: str, seed: int) -> tuple[list[tuple[str, str, dict[str, Any]
     proto = catalog.catalog()[0]
     specs = [
         dataclasses.replace(proto, id=f"t{tag}-a", findings=(
-            FindingSpec(f"t{tag}_nodule", "Nodule", 0, 0.5),
-            FindingSpec(f"t{tag}_effusion", "Effusion", 1, 0.4))),
+            FindingSpec(f"t{tag}_nodule", "Nodule", 0, "probe", threshold_override=0.5),
+            FindingSpec(f"t{tag}_effusion", "Effusion", 1, "probe", threshold_override=0.4))),
         dataclasses.replace(proto, id=f"t{tag}-b", findings=(
-            FindingSpec(f"t{tag}_calcium", "Calcium", 0, 0.6),)),
+            FindingSpec(f"t{tag}_calcium", "Calcium", 0, "probe", threshold_override=0.6),)),
     ]
     hospitals = [f"X{tag}{i}" for i in range(3)]
     events: list[tuple[str, str, dict[str, Any]]] = []
@@ -260,8 +260,8 @@ def position(worker: StatsWorker, producer: Producer, tag: str) -> None:
         now = utc_now_rfc3339()
         for p in pending:
             service = f"t{tag}-probe{p}"
-            spec = ServiceSpec(service, "probe", frozenset(), frozenset(), "probe", "1", "", "",
-                               ())
+            spec = dataclasses.replace(catalog.catalog()[0], id=service, model="probe",
+                                       findings=())
             s = {**study, "study_uid": f"2.25.{uuid.uuid4().int}"}
             producer.produce(topics.FINDINGS.name, partition=p, key=s["study_uid"].encode(),
                              value=orjson.dumps(finding_ok(s, spec, [], now)))
