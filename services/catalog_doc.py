@@ -69,7 +69,9 @@ def render() -> str:
                    f"{'yes' if s.priority_lane else 'no'} |")
     for s in specs:
         prep = s.preprocess
-        windows = ", ".join(f"{c:g}/{w:g}" for c, w in prep.windows) or "file's own, else robust"
+        windows = ", ".join(
+            f"{c:g}/{w:g}" + (" (MIP slabs)" if prep.projection(i) == "max" else "")
+            for i, (c, w) in enumerate(prep.windows)) or "file's own, else robust"
         out += [
             "", f"## `{s.id}` — {s.clinical_area}", "", s.description, "",
             f"- Selects: {_selection(s)}.",

@@ -170,11 +170,17 @@ def parse_service(entry: dict[str, Any]) -> ServiceSpec:
             exclude_series_description=_regex(sel, "exclude_series_description", where),
             sexes=frozenset(sel.get("sexes", ())), min_age=sel.get("min_age"),
             max_age=sel.get("max_age"))
-        windows = tuple((float(c), float(w)) for c, w in prep.get("windows", []))
-        if any(w <= 0 for _, w in windows):
-            raise CatalogError(f"{where}: window widths must be > 0")
-        preprocess = PreprocessSpec(size=int(prep["size"]), slabs=int(prep.get("slabs", 1)),
-                                    windows=windows)
+        raw_windows = prep.get("windows", [])
+        windows = tuple((float(w[0]), float(w[1])) for w in raw_windows)
+        projections = tuple(str(w[2]) if len(w) > 2 else "mean" for w in raw_windows)
+        if any(w <= 0 for _, w in windows) or any(len(w) not in (2, 3) for w in raw_windows):
+            raise CatalogError(f"{where}: windows are [center, width] or [center, width, "
+                               f"projection] with width > 0")
+        if not set(projections) <= {"mean", "max"}:
+            raise CatalogError(f"{where}: a window's projection is 'mean' or 'max'")
+        preprocess = PreprocessSpec(
+            size=int(prep["size"]), slabs=int(prep.get("slabs", 1)), windows=windows,
+            projections=projections if "max" in projections else ())
         checks = DefectChecks(
             min_slices=int(chk.get("min_slices", 1)), max_slices=int(chk.get("max_slices", 1)),
             pixel_spacing_mm=_pair(chk.get("pixel_spacing_mm"), DefectChecks.pixel_spacing_mm,

@@ -127,8 +127,10 @@ class PreprocessSpec:
     """How one AI service turns a series into its model's input (declared in the catalog).
 
     The tensor has ``len(windows) * slabs`` channels of ``size`` x ``size`` (window-major:
-    channel ``w * slabs + s`` is window ``w`` of slab ``s``). Slabs are means of contiguous
-    runs of slices, so a 40-slice CT and a 56-slice CT both become ``slabs`` channels.
+    channel ``w * slabs + s`` is window ``w`` of slab ``s``). Slabs are contiguous runs of
+    slices, so a 40-slice CT and a 56-slice CT both become ``slabs`` channels; each window
+    projects a slab either by its mean (the default) or by its maximum, a MIP slab, which keeps
+    a small bright nodule or calcification at full contrast where a mean would dilute it.
     """
 
     size: int
@@ -136,6 +138,11 @@ class PreprocessSpec:
     #: (center, width) pairs in rescaled units (HU for CT). Empty: the file's own window, else
     #: the robust percentile window of the series.
     windows: tuple[tuple[float, float], ...] = ()
+    #: Per window: "mean" or "max" slab projection; empty means "mean" for every window.
+    projections: tuple[str, ...] = ()
+
+    def projection(self, window: int) -> str:
+        return self.projections[window] if self.projections else "mean"
 
     @property
     def channels(self) -> int:
@@ -171,21 +178,26 @@ def to_series_input(
     groups = np.array_split(np.arange(arr.shape[0]), spec.slabs) if arr.shape[0] >= spec.slabs \
         else [np.array([min(i * arr.shape[0] // spec.slabs, arr.shape[0] - 1)])
               for i in range(spec.slabs)]
-    slabs = np.stack([arr[g].astype(np.float32).mean(axis=0) for g in groups])
-    slabs *= np.float32(slope)
-    slabs += np.float32(intercept)
-    if not (_bounded_rescale(arr.dtype, slope, intercept) or np.isfinite(slabs).all()):
-        raise InputRejected(Reason.PIXELS_UNREADABLE, "image contains non-finite values")
+    projected: dict[str, np.ndarray] = {}
+    for kind in {spec.projection(w) for w in range(max(1, len(spec.windows)))}:
+        reduce = np.max if kind == "max" else np.mean
+        slabs = np.stack([reduce(arr[g].astype(np.float32), axis=0) for g in groups])
+        slabs *= np.float32(slope)
+        slabs += np.float32(intercept)
+        if not (_bounded_rescale(arr.dtype, slope, intercept) or np.isfinite(slabs).all()):
+            raise InputRejected(Reason.PIXELS_UNREADABLE, "image contains non-finite values")
+        projected[kind] = slabs
 
     windows = spec.windows
     if not windows:
         if window_center is None or window_width is None or not window_width > 0:
-            window_center, window_width = robust_window(slabs)
+            window_center, window_width = robust_window(projected[spec.projection(0)])
         windows = ((window_center, window_width),)
     invert = photometric.strip().upper() == "MONOCHROME1"
     out = np.empty((len(windows) * spec.slabs, spec.size, spec.size), dtype=np.float32)
     for w, (center, width) in enumerate(windows):
         lo = np.float32(center - width / 2.0)
+        slabs = projected[spec.projection(w)]
         for s in range(spec.slabs):
             scaled = (slabs[s] - lo) * np.float32(1.0 / width)
             np.clip(scaled, 0.0, 1.0, out=scaled)
