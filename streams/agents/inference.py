@@ -90,11 +90,11 @@ def load_and_preprocess(spec: ServiceSpec,
     check_identity(spec.select, images.geometries)
     check_geometry(spec.checks, images.pixels.shape, images.geometries,
                    int(chosen["instance_count"]))
+    check_contrast(images.pixels, images.photometric)
     tensor = to_series_input(images.pixels, spec.preprocess, photometric=images.photometric,
                              slope=images.slope, intercept=images.intercept,
                              window_center=images.window_center,
                              window_width=images.window_width)
-    check_contrast(tensor)
     return tensor, t1 - t0, time.perf_counter() - t1
 
 

@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 
 from services.synth.cxr_phantom import render_chest_xray
-from streams.catalog import DefectChecks, service
+from services.synth.phantoms.registry import phantom_module
+from streams.catalog import DefectChecks, catalog, service
 from streams.defects import (
     border_excess,
     check_contrast,
     check_geometry,
     check_identity,
 )
-from streams.preprocess import PreprocessSpec, to_series_input
 from streams.priority import PriorityGate
 from streams.reasons import TECHNICAL_DEFECTS, InputRejected, Reason
 
@@ -79,15 +79,28 @@ def test_identity_mismatch_is_a_defect_but_absent_tags_are_not() -> None:
     assert reason_of(check_identity, select, [G(modality="", body_part="")]) is None
 
 
-def test_inverted_chest_radiographs_are_caught_and_normal_ones_pass() -> None:
-    spec = PreprocessSpec(size=128)
-    for seed in range(20):
-        pixels, _ = render_chest_xray(np.random.default_rng(seed), lesion=seed % 2 == 0)
-        normal = to_series_input(pixels, spec)
-        inverted = to_series_input(pixels.max() + pixels.min() - pixels, spec)
-        assert reason_of(check_contrast, normal) is None
-        assert reason_of(check_contrast, inverted) is Reason.CONTRAST_INVERTED
-        assert border_excess(inverted) > 0.3 > -0.3 > border_excess(normal)
+@pytest.mark.parametrize("service_id", [s.id for s in catalog()])
+def test_inverted_series_are_caught_and_upright_ones_pass(service_id: str) -> None:
+    module = phantom_module(service_id)
+    for seed in range(8):
+        rng = np.random.default_rng(seed)
+        positives = frozenset(c for c in module.FINDINGS if rng.random() < 0.5)
+        phantom = module.render(rng, positives)
+        wide = phantom.pixels.astype(np.int64)
+        inverted = (wide.max() + wide.min() - wide).astype(phantom.pixels.dtype)
+        assert reason_of(check_contrast, phantom.pixels, phantom.photometric) is None
+        assert reason_of(check_contrast, inverted, phantom.photometric) \
+            is Reason.CONTRAST_INVERTED
+        assert border_excess(inverted, phantom.photometric) > 0.3 \
+            > -0.3 > border_excess(phantom.pixels, phantom.photometric)
+
+
+def test_contrast_check_reads_monochrome1_the_other_way_round() -> None:
+    pixels, _ = render_chest_xray(np.random.default_rng(3), lesion=False)
+    flipped = (int(pixels.max()) + int(pixels.min()) - pixels.astype(np.int64)).astype(np.uint16)
+    # the same inverted values are upright when the file says bright = air
+    assert reason_of(check_contrast, flipped, "MONOCHROME1") is None
+    assert reason_of(check_contrast, pixels, "MONOCHROME1") is Reason.CONTRAST_INVERTED
 
 
 async def test_routine_waits_for_priority_work_and_gives_up_after_max_wait() -> None:
