@@ -12,7 +12,7 @@ import logging
 import faust
 from prometheus_client import CollectorRegistry, start_http_server
 
-from streams import catalog, topics
+from streams import catalog, consumer_guard, topics
 from streams.config import Settings
 from streams.metrics import create_metrics
 
@@ -39,6 +39,8 @@ app = faust.App(
     broker_session_timeout=settings.session_timeout_s,
     broker_heartbeat_interval=max(1.0, settings.session_timeout_s / 5),
 )
+# Faust 0.15 can commit past work items it never delivered after a rebalance (issue #5).
+consumer_guard.install(app)
 
 registry = CollectorRegistry()
 metrics = create_metrics(registry)

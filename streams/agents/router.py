@@ -8,6 +8,7 @@ first is dead-lettered as `duplicate_conflict` while an identical re-announcemen
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import weakref
@@ -16,6 +17,7 @@ from collections.abc import Iterator
 import faust
 import faust.streams
 import orjson
+from faust.exceptions import PartitionsMismatch
 
 from streams.agents.outcomes import Outbox, reject, take_events
 from streams.app import app, deadletter_topic, findings_topic, metrics, settings, studies_topic
@@ -65,6 +67,31 @@ def check_duplicate(event: faust.EventT, study: dict[str, object]) -> None:
                             f"study {uid} was announced before with different content")
 
 
+#: How long the router waits for its table's changelog topic to show partitions on a fresh
+#: cluster (Faust creates it at start-up; consumer metadata catches up within seconds).
+CHANGELOG_WAIT_S = 60.0
+
+
+async def remember(event: faust.EventT, study: dict[str, object]) -> None:
+    """check_duplicate, waiting out a changelog topic that is still being created.
+
+    On a fresh broker the first events can arrive before the consumer's metadata shows the
+    fingerprint changelog's partitions, and Faust then refuses the table write
+    (PartitionsMismatch, "... has 0 partitions"): that is the cluster starting, not a bad
+    study, so it must not become a dead letter.
+    """
+    deadline = asyncio.get_running_loop().time() + CHANGELOG_WAIT_S
+    while True:
+        try:
+            check_duplicate(event, study)
+            return
+        except PartitionsMismatch:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            log.info("router: fingerprint changelog not ready yet; retrying")
+            await asyncio.sleep(0.5)
+
+
 async def route_batch(events: list[faust.EventT]) -> None:
     outbox = Outbox("radstream/router")
     for event in events:
@@ -72,7 +99,7 @@ async def route_batch(events: list[faust.EventT]) -> None:
         try:
             study = parse_study(event.message.value, headers=event.message.headers,
                                 max_bytes=settings.max_event_bytes)
-            check_duplicate(event, study)
+            await remember(event, study)
             services = route(study, catalog())
             if not services:
                 body = finding_not_applicable(study, utc_now_rfc3339())

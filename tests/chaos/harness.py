@@ -49,6 +49,8 @@ class Fault:
     lost: int = 0
     duplicate_findings: int = 0
     recovery_s: float | None = None
+    #: The first lost study UIDs, so a loss can be traced in the worker logs and on the bus.
+    lost_uids: list[str] = field(default_factory=list)
     notes: dict[str, Any] = field(default_factory=dict)
 
     def report(self) -> None:
@@ -179,7 +181,9 @@ def account(fault: Fault, reader: OutcomeReader, uids: set[str]) -> None:
     fault.findings = len(findings)
     fault.studies_with_finding = len(with_finding)
     fault.deadletters = len(dead)
-    fault.lost = len(uids - with_finding - dead)
+    lost = uids - with_finding - dead
+    fault.lost = len(lost)
+    fault.lost_uids = sorted(lost)[:50]
     fault.duplicate_findings = len(findings) - len(with_finding)
 
 
