@@ -182,7 +182,9 @@ def test_consumer_group_grows_and_shrinks(city: City) -> None:
     while len(reader.resolved(uids)) < n // 3:
         reader.poll(0.2)
     first.terminate()  # a worker leaves (graceful shutdown)
-    first.wait(60)
+    # Graceful: it finishes or abandons its batches and leaves the group. Under a loaded CPU this
+    # took over 60 s once in six runs (never more than 120 s).
+    first.wait(120)
     city.workers.remove(first)
     while len(reader.resolved(uids)) < 2 * n // 3:
         reader.poll(0.2)
