@@ -12,9 +12,11 @@ only a small linear head is fitted, in closed form:
   mean absolute fine band-pass (texture energy) and a 5-bin soft intensity histogram of the
   image. A finding's location in the anatomy is thus a region, and its appearance a pooled
   statistic of one window of one slab;
+* a Hessian bright-blob measure, max-pooled per region, over each whole channel and over the
+  whole series (all channels), so a small round lesion counts wherever it lies;
 * head: standardisation, then per finding an L2 logistic regression on the features that best
   separate that finding's classes (how many, and the penalty, chosen by cross-validation).
-  Standardise -> Gemm (unselected weights are zero) -> Sigmoid in the same ONNX graph.
+  Gather the selected features -> standardise -> Gemm -> Sigmoid in the same ONNX graph.
 
 Pure numpy/onnx: no file or Triton I/O here (``train_service`` does that).
 """
@@ -66,12 +68,13 @@ def gaussian_1d(sigma: float) -> np.ndarray:
     return g / g.sum()
 
 
-def feature_count(channels: int, size: int, grid: int | None = None) -> int:
-    """Length of the feature vector the fixed bank produces for a (channels, size, size) input."""
+def feature_count(channels: int, size: int, grid: int | None = None, groups: int = 1) -> int:
+    """Length of the feature vector the fixed bank produces for a (channels, size, size) input
+    whose channels form ``groups`` equal runs (one per window)."""
     grid = grid or default_grid(size)
     cells = (size // (size // grid)) ** 2
     per_cell = MAPS_PER_CHANNEL * 3 + 1 + len(HIST_LEVELS) + 2 * len(BLOB_SIGMAS)
-    return channels * (cells * per_cell + 2 * len(BLOB_SIGMAS))
+    return channels * (cells * per_cell + 2 * len(BLOB_SIGMAS)) + groups * 2 * len(BLOB_SIGMAS)
 
 
 def default_grid(size: int) -> int:
@@ -102,7 +105,7 @@ class Head:
 
 
 def build_graph(channels: int, size: int, *, input_name: str, output_name: str,
-                head: Head | None = None, grid: int | None = None,
+                head: Head | None = None, grid: int | None = None, groups: int = 1,
                 name: str = "radstream_feature_model") -> onnx.ModelProto:
     """The fixed feature bank as ONNX; with ``head``, the full model ending in a Sigmoid.
 
@@ -110,6 +113,8 @@ def build_graph(channels: int, size: int, *, input_name: str, output_name: str,
     computes features with exactly the graph that will serve.
     """
     grid = grid or default_grid(size)
+    if groups < 1 or channels % groups:
+        raise ValueError(f"{channels} channels do not split into {groups} window groups")
     if size % grid:
         raise ValueError(f"input size {size} is not a multiple of the pooling grid {grid}")
     n_blur = len(BLUR_SIGMAS)
@@ -150,6 +155,7 @@ def build_graph(channels: int, size: int, *, input_name: str, output_name: str,
         const("blob4", np.array([0, channels * 2 * n_blob, size, size], np.int64)),
         const("gate_gain", np.array(1.5, np.float32)),
         const("ax2", np.array([2], np.int64)),
+        const("per_group4", np.array([0, groups, channels // groups, 2 * n_blob], np.int64)),
         const("i0", np.array([0], np.int64)),
         const("i1", np.array([1], np.int64)),
         const("i2", np.array([2], np.int64)),
@@ -225,20 +231,35 @@ def build_graph(channels: int, size: int, *, input_name: str, output_name: str,
         n("Flatten", ["p_blob"], ["f_blob"], axis=1),
         n("ReduceMax", ["blob"], ["g_blob"], axes=[2, 3], keepdims=0),
         n("Flatten", ["g_blob"], ["f_blob_global"], axis=1),
+        # ... and its maximum over each window's slabs: the strongest blob anywhere in the
+        # series as that window shows it, a location-free detector of a nodule whatever slab it
+        # falls in (a linear head cannot form a max of its own). Per window, so the bones of a
+        # bone window cannot mask the nodules of a lung window.
+        n("Reshape", ["g_blob", "per_group4"], ["g_blob4"]),
+        n("ReduceMax", ["g_blob4"], ["g_blob_series"], axes=[2], keepdims=0),
+        n("Flatten", ["g_blob_series"], ["f_blob_series"], axis=1),
     ]
     feats = "features" if head is not None else output_name
     nodes.append(n("Concat", ["f_mean", "f_max", "f_min", "f_texture", "f_hist", "f_blob",
-                              "f_blob_global"], [feats], axis=1))
-    d = feature_count(channels, size, grid)
+                              "f_blob_global", "f_blob_series"], [feats], axis=1))
+    d = feature_count(channels, size, grid, groups)
     if head is not None:
+        # Only the features some finding uses (a few hundred of tens of thousands) go into the
+        # file: Gather them, then standardise and Gemm; the weights of the rest are zero anyway,
+        # and a dense head would make a many-channel model megabytes (the contract: < 2 MB).
+        used = np.flatnonzero(np.any(head.weights != 0, axis=1))
+        if used.size == 0:
+            used = np.array([0])
         inits += [
-            const("feat_mean", head.mean.astype(np.float32)),
-            const("feat_inv_std", head.inv_std.astype(np.float32)),
-            const("head_w", head.weights.astype(np.float32)),
+            const("used", used.astype(np.int64)),
+            const("feat_mean", head.mean[used].astype(np.float32)),
+            const("feat_inv_std", head.inv_std[used].astype(np.float32)),
+            const("head_w", head.weights[used].astype(np.float32)),
             const("head_b", head.bias.astype(np.float32)),
         ]
         nodes += [
-            n("Sub", [feats, "feat_mean"], ["centred"]),
+            n("Gather", [feats, "used"], ["feats_used"], axis=1),
+            n("Sub", ["feats_used", "feat_mean"], ["centred"]),
             n("Mul", ["centred", "feat_inv_std"], ["z"]),
             n("Gemm", ["z", "head_w", "head_b"], ["logits"]),
             n("Sigmoid", ["logits"], [output_name]),

@@ -152,15 +152,17 @@ def train(service_id: str, *, train_n: int, heldout_n: int, seed: int, heldout_s
     x_held, y_held = make_dataset(module, spec, heldout_n, heldout_seed, workers)
     render_s = time.perf_counter() - started
 
+    groups = max(1, len(spec.windows))  # one series-wide blob maximum per window
     features = fm.session(fm.build_graph(spec.channels, spec.size, input_name=entry.input_name,
-                                         output_name="features"))
+                                         output_name="features", groups=groups))
     f_train = fm.run(features, x_train)
     head, loo = fm.fit_head(f_train, y_train, seed=seed)
     thresholds = [fm.youden_threshold(y_train[:, j], loo[:, j])
                   for j in range(len(entry.findings))]
 
     proto = fm.build_graph(spec.channels, spec.size, input_name=entry.input_name,
-                           output_name=entry.output_name, head=head, name=entry.model)
+                           output_name=entry.output_name, head=head, groups=groups,
+                           name=entry.model)
     full = fm.session(proto)
     held_scores = fm.run(full, x_held)
     # The exported graph must reproduce the numpy head on the features it was fitted on.

@@ -8,27 +8,31 @@ Normal anatomy: :mod:`services.synth.phantoms.thorax`.
 
 Findings (each planted independently; sizes in mm, HU before noise):
 
-- ``ct_lung_nodule``: one solid nodule, diameter 6-25 mm (log-uniform, so many are small),
+- ``ct_lung_nodule``: one solid nodule, diameter 8-30 mm (log-uniform, so many are small; 8 mm
+  is where Fleischner/Lung-RADS make a solid nodule actionable, end-on vessels stay <= 4 mm, and
+  above 30 mm it would be called a mass),
   -20..60 HU, slightly ellipsoidal, 40 % lobulated by a 50-80 % satellite; anywhere in either
   lung at least its radius from the pleura/mediastinum.
 - ``covid19_pattern``: bilateral peripheral ground-glass: 2-4 patches per lung, 20-50 mm, lung
   attenuation raised by 180-320 HU (about -650..-500 HU), soft 4 mm edges, centred in the outer
   (lateral/posterior) third of the lower two thirds of each lung.
-- ``emphysema``: bilateral upper-zone centrilobular lucency: 12-30 % of the upper 60 % of both
+- ``emphysema``: bilateral upper-zone centrilobular lucency: 8-25 % of the upper 60 % of both
   lungs (a thresholded smooth random field) set to -990..-955 HU, i.e. below -950 HU.
-- ``pleural_effusion``: dependent fluid (5-20 HU) filling the posterior 15-45 mm of one (60 %)
+- ``pleural_effusion``: dependent fluid (5-20 HU) filling the posterior 10-40 mm of one (60 %)
   or both lungs, deepest at the base and thinning to a third upwards over the lower 55-75 %
   of the lung, with a meniscus following the posterior chest wall.
 - ``pulmonary_trunk_dilation``: pulmonary trunk diameter 31-40 mm (normal 20-27 mm).
-- ``thoracic_aortic_dilation``: ascending aorta 42-55 mm (60 %) or descending 40-50 mm
+- ``thoracic_aortic_dilation``: ascending aorta 41-52 mm (60 %) or descending 40-48 mm
   (normal 28-36 and 20-28 mm).
 - ``coronary_calcium``: 1-3 calcified segments, 3-6 mm thick and 10-25 mm long (craniocaudal,
   along the artery), 300-1000 HU, in the epicardial fat of the anterior interventricular groove
-  (LAD) or the right atrioventricular groove (RCA), in the upper half of the heart.
+  (LAD: the anterolateral left heart border, 35-65 degrees left of straight anterior, so clear of
+  the sternum as in a real heart) or the right atrioventricular groove (RCA: right lateral
+  border), in the upper half of the heart.
 - ``vertebral_compression``: one thoracic vertebral body in the middle of the volume loses
   30-55 % of its height, and its cancellous bone drops to 70-130 HU (normal 180-260 HU).
 - ``pneumothorax``: one side: pleural air (-1000 HU, no vessels or texture) filling the anterior
-  12-35 mm of the lung over 50-90 % of its height; the collapsed lung behind is 30-60 HU denser.
+  8-30 mm of the lung over 40-85 % of its height; the collapsed lung behind is 30-60 HU denser.
 - ``pericardial_effusion``: a 6-18 mm rim of fluid (8-20 HU) around the heart, replacing the
   normal 2-5 mm epicardial fat (-90 HU) and pushing back the lungs.
 """
@@ -75,10 +79,10 @@ def render(rng: np.random.Generator, positives: frozenset[str]) -> Phantom:
     asc, desc = float(anat.uniform(28, 36)), float(anat.uniform(20, 28))
     if "thoracic_aortic_dilation" in positives:
         if lesion.random() < 0.6:
-            asc = float(lesion.uniform(42, 55))
+            asc = float(lesion.uniform(41, 52))
             truth["thoracic_aortic_dilation"] = {"segment": "ascending", "diameter_mm": asc}
         else:
-            desc = float(lesion.uniform(40, 50))
+            desc = float(lesion.uniform(40, 48))
             truth["thoracic_aortic_dilation"] = {"segment": "descending", "diameter_mm": desc}
     trunk = float(anat.uniform(20, 27))
     if "pulmonary_trunk_dilation" in positives:
@@ -139,7 +143,7 @@ def _emphysema(chest: thorax.Chest, rng: np.random.Generator) -> dict[str, objec
     field = smooth_field(rng, g.shape, (10, 24, 24))
     half_l = float(g.z[-1, 0, 0])
     upper = np.clip((0.2 * half_l - g.z) / (0.3 * half_l), 0.0, 1.0)  # upper ~60 % of lungs
-    fraction = float(rng.uniform(0.12, 0.30))
+    fraction = float(rng.uniform(0.08, 0.25))
     cut = float(np.quantile(field, 1.0 - fraction))
     mask = np.clip((field - cut) * 4.0, 0.0, 1.0) * chest.lung * upper
     hu = float(rng.uniform(-990, -955))
@@ -165,7 +169,7 @@ def _ground_glass(chest: thorax.Chest, rng: np.random.Generator) -> dict[str, ob
 
 
 def _nodule(chest: thorax.Chest, rng: np.random.Generator) -> dict[str, object]:
-    return plant_nodule(chest, rng, 6.0, 25.0)
+    return plant_nodule(chest, rng, 8.0, 30.0)
 
 
 def _calcium(chest: thorax.Chest, rng: np.random.Generator) -> dict[str, object]:
@@ -174,7 +178,8 @@ def _calcium(chest: thorax.Chest, rng: np.random.Generator) -> dict[str, object]
     plaques = []
     for _ in range(int(rng.integers(1, 4))):
         artery = "LAD" if rng.random() < 0.6 else "RCA"
-        ang = rng.uniform(-2.0, -1.4) if artery == "LAD" else rng.uniform(2.6, 3.3)
+        # Angles in the image plane (x = patient left, y = posterior): LAD anterolateral left.
+        ang = rng.uniform(-1.0, -0.5) if artery == "LAD" else rng.uniform(2.6, 3.3)
         z = c[0] - rng.uniform(0.0, 0.6) * s[0]
         point = (z, c[1] + (s[1] + rim / 2) * np.sin(ang), c[2] + (s[2] + rim / 2) * np.cos(ang))
         d = float(rng.uniform(3.0, 6.0))
@@ -189,7 +194,7 @@ def _calcium(chest: thorax.Chest, rng: np.random.Generator) -> dict[str, object]
 def _pleural_effusion(chest: thorax.Chest, rng: np.random.Generator) -> dict[str, object]:
     g = chest.g
     sides = ["right", "left"] if rng.random() < 0.4 else [str(rng.choice(["right", "left"]))]
-    depth_max = float(rng.uniform(15, 45))
+    depth_max = float(rng.uniform(10, 40))
     hu = float(rng.uniform(5, 20))
     extent = float(rng.uniform(0.55, 0.75))
     for side in sides:
@@ -210,8 +215,8 @@ def _pneumothorax(chest: thorax.Chest, rng: np.random.Generator) -> dict[str, ob
     g = chest.g
     side = str(rng.choice(["right", "left"]))
     c, s = chest.lungs[side]
-    depth = float(rng.uniform(12, 35))
-    span = float(rng.uniform(0.5, 0.9))
+    depth = float(rng.uniform(8, 30))
+    span = float(rng.uniform(0.4, 0.85))
     z0 = c[0] - s[0] * span
     inside = 1.0 - ((g.x - c[2]) / s[2]) ** 2
     front = c[1] - s[1] * np.sqrt(np.clip(inside, 0.0, 1.0))  # anterior lung wall

@@ -9,9 +9,10 @@ series 1-2 small solid nodules of 3-5 mm (Lung-RADS 2, not suspicious) and in 30
 calcified granuloma (3-6 mm, 250-600 HU).
 
 Finding:
-- ``ldct_suspicious_nodule``: one solid nodule of 8-20 mm diameter (log-uniform), -20..60 HU,
-  slightly ellipsoidal, 40 % lobulated by a 50-80 % satellite, anywhere in either lung at
-  least its radius from the pleura/mediastinum.
+- ``ldct_suspicious_nodule``: one solid nodule of 8-30 mm diameter (log-uniform; Lung-RADS 4A
+  starts at 8 mm, above 30 mm it is a mass), -20..60 HU, slightly ellipsoidal, 40 % lobulated
+  by a 50-80 % satellite, anywhere in either lung at least its radius from the
+  pleura/mediastinum.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def render(rng: np.random.Generator, positives: frozenset[str]) -> Phantom:
     thorax.add_lung_vessels(chest, anat, int(anat.integers(120, 181)))
     truth: dict[str, object] = {"distractors": _distractors(chest, anat)}
     if "ldct_suspicious_nodule" in positives:
-        truth["ldct_suspicious_nodule"] = plant_nodule(chest, lesion, 8.0, 20.0)
+        truth["ldct_suspicious_nodule"] = plant_nodule(chest, lesion, 8.0, 30.0)
     noise = float(noise_rng.uniform(35, 60))
     pixels = to_stored(chest.vol, noise_rng, noise=noise, dtype=np.int16)
     return Phantom(

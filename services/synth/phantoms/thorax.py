@@ -9,11 +9,13 @@ Normal anatomy, all jittered per series: air (-1000 HU) around an elliptical bod
 120-135 mm, half-depth 85-100 mm), 8-14 mm of subcutaneous fat (-100 HU) over 40 HU muscle;
 ribs as a broken ring of 450-650 HU at the chest wall; a sternum; mediastinal fat (-90 HU); two
 lungs (ellipsoids narrowing to the apices, base -880..-830 HU plus +-15 HU smooth texture) with
-120-180 vessel cross-sections (1.2-3.5 mm radius, -60..40 HU); a liver dome cutting the right
-base and a smaller left dome; the heart (40 HU, 2-5 mm epicardial fat); the ascending aorta
-(28-36 mm), arch and descending aorta (20-28 mm) at 35-50 HU (non-contrast blood); the pulmonary
-trunk (20-27 mm) above the heart with both branches; thoracic vertebral bodies (180-260 HU with a
-1.5-2.5 mm 500 HU cortex, 20-26 mm high, 5-7 mm discs) with the spinal canal and spinous process.
+120-180 vessels (-60..40 HU tubes, 16-50 mm long: 65 % in the axial plane, 1.6-5 mm calibre,
+35 % craniocaudal, 1.6-4 mm calibre, so end-on they stay smaller than an 8 mm nodule); a liver
+dome cutting the right base and a smaller left dome; the heart (40 HU, 2-5 mm epicardial fat);
+the ascending aorta (28-36 mm), arch and descending aorta (20-28 mm) at 35-50 HU (non-contrast
+blood); the pulmonary trunk (20-27 mm) above the heart with both branches; thoracic vertebral
+bodies (180-260 HU with a 1.5-2.5 mm 500 HU cortex, 20-26 mm high, 5-7 mm discs) with the spinal
+canal and spinous process.
 """
 
 from __future__ import annotations
@@ -208,15 +210,33 @@ def add_spine(chest: Chest, rng: np.random.Generator, *, compressed: int | None 
 
 
 def add_lung_vessels(chest: Chest, rng: np.random.Generator, count: int) -> None:
-    """Vessel cross-sections: small soft-tissue ellipsoids inside the lungs (nodule mimics)."""
+    """Pulmonary vessels: soft-tissue tubes inside the lungs.
+
+    Why tubes: a vessel is a branch of a tree, so on a slab MIP it is a line (or, running
+    craniocaudally, a dot no wider than its calibre), while a nodule is a round blob; short
+    ovoid "vessels" would be nodule mimics no reader could tell apart. 65 % run in the axial
+    plane at a random angle (1.6-5 mm calibre, 16-50 mm long, partial-volumed over the slice
+    thickness), 35 % craniocaudally (1.6-4 mm calibre, below the 8 mm of an actionable nodule).
+    """
+    g = chest.g
     for _ in range(count):
         point = lung_point(chest, rng, margin=3.0)
         if point is None:
             continue
-        radius = rng.uniform(1.2, 3.5)
-        semi = (radius * rng.uniform(1.0, 3.0), radius, radius * rng.uniform(0.8, 1.5))
-        box, occ = ellipsoid(chest.g, point, semi, edge_mm=1.0, angle=rng.uniform(0, np.pi))
-        paint_into(chest.vol, box, occ * chest.lung[box], rng.uniform(-60, 40))
+        half_len = rng.uniform(8.0, 25.0)
+        hu = rng.uniform(-60, 40)
+        if rng.random() < 0.65:
+            radius = rng.uniform(0.8, 2.5)
+            # In-plane tube: as thick as one slice, its density diluted by the slice thickness.
+            thick = max(radius, 0.5 * g.slice_mm)
+            semi = (thick, radius, half_len)
+            weight = min(1.0, radius / thick)
+            edge = max(1.0, 0.5 * (radius + half_len) / radius)
+        else:
+            radius = rng.uniform(0.8, 2.0)
+            semi, weight, edge = (half_len, radius, radius), 1.0, 1.0
+        box, occ = ellipsoid(g, point, semi, edge_mm=edge, angle=rng.uniform(0, np.pi))
+        paint_into(chest.vol, box, occ * chest.lung[box] * np.float32(weight), hu)
 
 
 def lung_point(chest: Chest, rng: np.random.Generator, *, margin: float,
