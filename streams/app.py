@@ -35,6 +35,9 @@ app = faust.App(
     producer_acks=-1,
     # Commit offsets often: what is committed is only ever what already has its outcome.
     broker_commit_every=200,
+    # Outcomes of one micro-batch go out together: a few ms of linger turns a batch's Findings
+    # and Latency events into a handful of produce requests instead of one per record.
+    producer_linger=settings.producer_linger_s,
     broker_commit_interval=1.0,
     broker_session_timeout=settings.session_timeout_s,
     broker_heartbeat_interval=max(1.0, settings.session_timeout_s / 5),

@@ -44,6 +44,8 @@ class Settings:
     #: Micro-batches: an agent takes up to `batch_max` studies or waits `batch_within_s`.
     batch_max: int = 32
     batch_within_s: float = 0.05
+    #: How long the producer gathers records into one request (Faust's producer_linger).
+    producer_linger_s: float = 0.005
     #: Threads decoding DICOM and preprocessing pixels off the event loop.
     preprocess_threads: int = 2
     #: Triton rejections before a study is dead-lettered with `inference_failed` (an unavailable
@@ -106,6 +108,8 @@ class Settings:
                                    if h),
             batch_max=int(_env("RADSTREAM_BATCH_MAX", str(d.batch_max))),
             batch_within_s=float(_env("RADSTREAM_BATCH_WITHIN_S", str(d.batch_within_s))),
+            producer_linger_s=float(_env("RADSTREAM_PRODUCER_LINGER_S",
+                                         str(d.producer_linger_s))),
             preprocess_threads=int(_env("RADSTREAM_PREPROCESS_THREADS", str(d.preprocess_threads))),
             triton_attempts=int(_env("RADSTREAM_TRITON_ATTEMPTS", str(d.triton_attempts))),
             triton_timeout_s=float(_env("RADSTREAM_TRITON_TIMEOUT_S", str(d.triton_timeout_s))),
