@@ -1,11 +1,12 @@
-"""Turn a decoded radiograph into the tensor every chest model expects; pure numpy, no I/O.
+"""Turn decoded pixels into the tensor a service's model expects; pure numpy, no I/O.
 
-The worker and the training script both call :func:`to_model_input`, so the model sees exactly
-the same normalisation in production as in training (one source of truth for preprocessing).
+The worker and every training script go through :func:`to_series_input` (``to_model_input`` is
+its 2-D, 128 x 128 form for the chest X-ray model), so a model sees exactly the same
+normalisation in production as in training (one source of truth for preprocessing).
 
-Pipeline: modality rescale (slope/intercept) -> window/level to [0, 1] (the DICOM window when
-the file carries one, else the robust 1st..99th percentile range) -> invert MONOCHROME1 so
-that bone is always bright -> area-averaging resize to ``MODEL_INPUT_SIZE`` squared.
+Pipeline: slab projection (mean or MIP) -> modality rescale (slope/intercept) -> window/level to
+[0, 1] (the catalog's windows, else the DICOM window, else the robust 1st..99th percentile
+range) -> invert MONOCHROME1 so that bone is always bright -> area-averaging resize.
 """
 
 from __future__ import annotations
@@ -49,29 +50,9 @@ def to_model_input(
     if arr.ndim != 2:
         detail = f"expected a 2-D image, got shape {arr.shape}"
         raise InputRejected(Reason.PIXELS_UNREADABLE, detail)
-    if arr.size == 0:
-        raise InputRejected(Reason.PIXELS_UNREADABLE, "image has no pixels")
-    if not np.issubdtype(arr.dtype, np.integer) and not np.issubdtype(arr.dtype, np.floating):
-        raise InputRejected(Reason.PIXELS_UNREADABLE, f"pixel dtype {arr.dtype} is not real")
-    # In place: one float32 copy of the image instead of three temporaries (docs/performance.md).
-    values = arr.astype(np.float32)
-    values *= np.float32(slope)
-    values += np.float32(intercept)
-    # Integer pixels under a rescale that cannot reach float32's range need no finiteness pass
-    # (a full pass over the image); anything else, hostile slopes included, is checked.
-    if not (_bounded_rescale(arr.dtype, slope, intercept) or np.isfinite(values).all()):
-        raise InputRejected(Reason.PIXELS_UNREADABLE, "image contains non-finite values")
-
-    if window_center is None or window_width is None or not window_width > 0:
-        window_center, window_width = robust_window(values)
-    lo = np.float32(window_center - window_width / 2.0)
-    scaled = (values - lo) * np.float32(1.0 / window_width)
-    np.clip(scaled, 0.0, 1.0, out=scaled)
-    if photometric.strip().upper() == "MONOCHROME1":
-        scaled = np.float32(1.0) - scaled
-
-    out = _resize_area(scaled, MODEL_INPUT_SIZE, MODEL_INPUT_SIZE)
-    return out[np.newaxis].astype(np.float32, copy=False)
+    return to_series_input(arr, PreprocessSpec(size=MODEL_INPUT_SIZE), photometric=photometric,
+                           slope=slope, intercept=intercept, window_center=window_center,
+                           window_width=window_width)
 
 
 def _bounded_rescale(dtype: np.dtype, slope: float, intercept: float) -> bool:
