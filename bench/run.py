@@ -58,12 +58,17 @@ def plan(args: argparse.Namespace, reference: str, identity: str) -> Plan:
 
 
 class Window:
-    """CPU, Triton counters and memory between the first outcome and the last (start-up of a
-    process and the wait for its first batch are not the steady state being measured)."""
+    """CPU and memory between the first outcome and the last (start-up of a process and the
+    wait for its first batch are not the steady state being measured).
+
+    Triton's batch counters are read from construction, before the first study is published:
+    a small run can have all of its batches executed before the first outcome is seen.
+    """
 
     def __init__(self, triton: infra.Triton, model: str, cpu_pids: Sequence[int]) -> None:
         self._triton, self._model, self._pids = triton, model, list(cpu_pids)
-        self.first: tuple[int, float, float, tuple[float, float]] | None = None
+        self._counts0 = probes.triton_counts(triton.metrics_url, model)
+        self.first: tuple[int, float, float] | None = None
         self.rss_samples: list[tuple[float, int]] = []
         self._next_rss = 0.0
 
@@ -75,8 +80,7 @@ class Window:
     def tick(self, outcome: Outcome) -> None:
         if self.first is None and outcome.finished_at:
             cpu, tr = self._cpu()
-            self.first = (len(outcome.finished_at), cpu, tr,
-                          probes.triton_counts(self._triton.metrics_url, self._model))
+            self.first = (len(outcome.finished_at), cpu, tr)
         now = time.monotonic()
         if self._pids and now >= self._next_rss:
             self.rss_samples.append((time.time(), sum(probes.memory(p)[0] for p in self._pids)))
@@ -89,7 +93,8 @@ class Window:
         if self.first is None:
             return {"studies_in_window": 0, "cpu_s_per_study": None,
                     "triton_cpu_s_per_study": None, "mean_triton_batch": None, **total}
-        n0, cpu0, tr0, counts0 = self.first
+        n0, cpu0, tr0 = self.first
+        counts0 = self._counts0
         cpu1, tr1 = self._cpu()
         counts1 = probes.triton_counts(self._triton.metrics_url, self._model)
         studies = n - n0
@@ -152,8 +157,8 @@ def run_naive(args: argparse.Namespace, triton: infra.Triton, model: str, pool: 
                              dicom_root=root, count=n, log=STATE / "logs" / f"naive-{model}.log")
     try:
         uids, sent = fresh_uids(n), Sent()
-        publish(args.bootstrap, uids, pool, sent)
         window = Window(triton, model, [proc.pid])
+        publish(args.bootstrap, uids, pool, sent)
 
         def tick(outcome: Outcome) -> None:
             if proc.poll() not in (None, 0):
@@ -188,8 +193,8 @@ def run_radstream(args: argparse.Namespace, triton: infra.Triton, model: str,
     results = []
     try:
         uids, sent = fresh_uids(n), Sent()
-        publish(args.bootstrap, uids, pool, sent)
         window = Window(triton, model, procs.pids)
+        publish(args.bootstrap, uids, pool, sent)
 
         def tick(outcome: Outcome) -> None:
             procs.check_alive()

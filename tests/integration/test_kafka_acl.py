@@ -122,9 +122,12 @@ def produce(conf: dict[str, Any], topic: str, event: dict[str, Any], *,
     return outcome[0]
 
 
-def read_until(conf: dict[str, Any], group: str, topic: str, key: str,
+def read_until(conf: dict[str, Any], group: str, topic: str, keys: str | set[str],
                timeout_s: float) -> list[Any]:
-    """Every record of `topic` (from its start) up to the first one keyed `key`.
+    """Every record of `topic` (from its start) until one keyed by each of `keys` has been read.
+
+    Records of different keys may sit on different partitions, and partitions are read in no
+    fixed order: stopping at the last key published would race the others.
 
     Partitions are assigned, not subscribed, so the group is never joined (no rebalance of a
     worker using it), but the principal still needs a READ ACL on it.
@@ -133,6 +136,7 @@ def read_until(conf: dict[str, Any], group: str, topic: str, key: str,
     try:
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        wanted = {keys} if isinstance(keys, str) else set(keys)
         seen = []
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -142,9 +146,10 @@ def read_until(conf: dict[str, Any], group: str, topic: str, key: str,
             if msg.error():
                 raise KafkaException(msg.error())
             seen.append(msg)
-            if msg.key() == key.encode():
+            wanted.discard((msg.key() or b"").decode())
+            if not wanted:
                 return seen
-        raise AssertionError(f"no record keyed {key} on {topic} within {timeout_s:.0f}s")
+        raise AssertionError(f"no record keyed {sorted(wanted)} on {topic} within {timeout_s:.0f}s")
     finally:
         consumer.close()
 
@@ -208,7 +213,7 @@ def test_hospital_cannot_publish_as_another(secure: SecureBroker) -> None:
     # ... and the worker's origin check, on the records as the worker principal reads them,
     # rejects the forgery with its reason code and lets the genuine study through.
     records = read_until(secure.conf("worker"), APP_ID, intake_topic("H001"),
-                         forged["study_uid"], 30)
+                         {forged["study_uid"], genuine["study_uid"]}, 30)
     by_key = {m.key().decode(): m for m in records}
     ok = by_key[genuine["study_uid"]]
     check_origin(ok.topic(), parse_study(ok.value(), headers=ok.headers()))
