@@ -101,26 +101,29 @@ def check_geometry(checks: DefectChecks, shape: tuple[int, ...],
 
 def border_excess(stored: np.ndarray, photometric: str = "MONOCHROME2") -> float:
     """How much brighter the border ring is than the centre, on a [0, 1] scale spanning the
-    series' 1st..99th percentile (a mean image of up to 8 of its slices).
+    series' 1st..99th percentile (over up to 8 of its slices).
 
     Every device images anatomy surrounded by air, which is the darkest value (MONOCHROME2) on
     every modality here, so a clearly positive excess means values inverted against their
     photometric tag. Measured on the stored values, not the windowed model input: a window
     chosen for the true values can clip an inverted image flat, hiding the inversion.
+
+    The rescaling to [0, 1] is linear, so it is applied to the two means rather than to every
+    pixel; means and percentiles are taken over every 2nd and 4th pixel each way (the same
+    figures, to well under the margin, at a fraction of the work: this runs on every study).
     """
     stack = stored if stored.ndim == 3 else stored[np.newaxis]
-    image = stack[:: max(1, stack.shape[0] // 8)].astype(np.float32).mean(axis=0)
-    # Percentiles of every 4th pixel each way: the same range at a sixteenth of the sort.
-    lo, hi = np.percentile(image[::4, ::4], (1.0, 99.0))
-    image = (image - np.float32(lo)) * np.float32(1.0 / max(float(hi - lo), 1e-6))
-    if photometric.strip().upper() == "MONOCHROME1":
-        image = np.float32(1.0) - image
-    h, w = image.shape
+    sample = stack[:: max(1, stack.shape[0] // 8)]
+    lo, hi = np.percentile(sample[:, ::4, ::4].mean(axis=0, dtype=np.float32), (1.0, 99.0))
+    h, w = sample.shape[1:]
     bh, bw = max(1, int(h * BORDER)), max(1, int(w * BORDER))
-    ring = np.concatenate([image[:bh].ravel(), image[-bh:].ravel(), image[:, :bw].ravel(),
-                           image[:, -bw:].ravel()])
-    centre = image[h // 4: h - h // 4, w // 4: w - w // 4]
-    return float(ring.mean() - centre.mean())
+    ring = (sample[:, :bh, ::2], sample[:, -bh:, ::2], sample[:, ::2, :bw], sample[:, ::2, -bw:])
+    ring_mean = (sum(float(part.sum(dtype=np.float64)) for part in ring)
+                 / sum(part.size for part in ring))
+    centre_mean = float(sample[:, h // 4: h - h // 4: 2, w // 4: w - w // 4: 2]
+                        .mean(dtype=np.float64))
+    excess = (ring_mean - centre_mean) / max(float(hi - lo), 1e-6)
+    return -excess if photometric.strip().upper() == "MONOCHROME1" else excess
 
 
 def check_contrast(stored: np.ndarray, photometric: str = "MONOCHROME2") -> None:

@@ -7,18 +7,26 @@ packages happen to be installed).
 
 Error messages name the JSON path and the rule that failed but never echo the offending value:
 they end up in dead-letter events and logs, where patient data must not appear.
+
+Speed: every study is validated several times on its way (announcement, Finding, Latency, and
+again by the aggregators), and jsonschema's interpreter costs ~0.4 ms a time. Each schema is
+therefore also compiled to Python code (fastjsonschema), about 17x faster. jsonschema stays
+the reference: the compiled code only ever *accepts*; anything it refuses goes to jsonschema,
+which either explains the error or, were the two to disagree, has the last word
+(tests/unit/test_schemas_compiled.py checks they agree).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from enum import StrEnum
 from functools import cache
 from pathlib import Path
 from typing import Any, cast
 
+import fastjsonschema
 import orjson
 from jsonschema import Draft202012Validator, FormatChecker
 from jsonschema.exceptions import ValidationError, best_match
@@ -68,19 +76,23 @@ _RFC3339 = re.compile(
     r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$", re.ASCII)
 
 
+def is_date_time(instance: object) -> bool:
+    """The `date-time` format, the same function for both validators."""
+    if not isinstance(instance, str):
+        return True  # formats constrain strings only; `type` handles the rest
+    if not _RFC3339.match(instance):
+        return False
+    # Range checks (month 13, 31 February, hour 25, offset +24:00): let datetime do them.
+    try:
+        value = datetime.fromisoformat(instance.upper().replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    return value.tzinfo is not None
+
+
 def _format_checker() -> FormatChecker:
     checker = FormatChecker()
-
-    @checker.checks("date-time", raises=ValueError)
-    def _date_time(instance: object) -> bool:
-        if not isinstance(instance, str):
-            return True  # formats constrain strings only; `type` handles the rest
-        if not _RFC3339.match(instance):
-            return False
-        # Range checks (month 13, 31 February, hour 25, offset +24:00): let datetime do them.
-        value = datetime.fromisoformat(instance.upper().replace("Z", "+00:00"))
-        return value.tzinfo is not None
-
+    checker.checks("date-time")(is_date_time)
     return checker
 
 
@@ -101,11 +113,24 @@ def validator(kind: EventKind) -> Validator:
     return Draft202012Validator(doc, format_checker=_format_checker())
 
 
+@cache
+def compiled(kind: EventKind) -> Callable[[object], object]:
+    """The schema of one event compiled to Python code: raises on an invalid instance."""
+    return cast(Callable[[object], object],
+                fastjsonschema.compile(schema(EventKind(kind)),
+                                       formats={"date-time": is_date_time}))
+
+
 def validate(kind: EventKind, obj: object) -> None:
     """Raise SchemaViolation with a short, value-free message if `obj` breaks the schema."""
+    try:
+        compiled(kind)(obj)
+        return  # the common case: a valid event, accepted by the compiled schema
+    except Exception:  # whatever it refuses, jsonschema judges and explains
+        pass
     v = validator(kind)
-    # The common case is a valid event: is_valid stops at the first failure, while best_match
-    # collects every error to rank them, so run it only when there is something to explain.
+    # is_valid stops at the first failure, while best_match collects every error to rank them,
+    # so run it only when there is something to explain.
     if v.is_valid(cast(Any, obj)):
         return
     error = best_match(v.iter_errors(cast(Any, obj)))

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable
 from itertools import chain
 from typing import Any
 
@@ -22,15 +22,25 @@ import orjson
 from faust.types import TableT
 
 from streams import topics
-from streams.app import app, deadletter_topic, findings_topic, latency_topic, raw_topic
+from streams.agents.outcomes import take_events
+from streams.agents.table_writes import current
+from streams.app import (
+    app,
+    deadletter_topic,
+    findings_topic,
+    latency_topic,
+    raw_topic,
+    settings,
+)
 from streams.cloudevents import ce_headers, utc_now_rfc3339
 from streams.schemas import SCHEMA_DIR, EventKind, SchemaViolation, validate
 from streams.stats import (
-    Plan,
+    Planner,
     QueryError,
     StatsKey,
     WindowQuery,
     aggregate,
+    plan_batch,
     plan_deadletter,
     plan_finding,
     plan_latency,
@@ -61,29 +71,41 @@ _dirty: set[str] = set()
 _sent: dict[str, bytes] = {}
 _rounds = 0
 
-Planner = Callable[[Callable[[str], Any], int, int, Mapping[str, Any]], Plan]
-
-
 async def _aggregate(stream: faust.StreamT[bytes], table: TableT, kind: EventKind,
                      planner: Planner) -> None:
-    async for event in stream.events():
+    async for events in take_events(stream, settings.batch_max, settings.batch_within_s):
+        count_batch(events, table, kind, planner)
+
+
+def count_batch(events: list[faust.EventT], table: TableT, kind: EventKind,
+                planner: Planner) -> None:
+    """Count a micro-batch: one coalesced plan per source partition (streams.stats.plan_batch),
+    its writes made with the partition's last event current, so they reach its changelog
+    partition, in order."""
+    by_partition: dict[int, list[tuple[faust.EventT, dict[str, Any]]]] = {}
+    for event in events:
         msg = event.message
         try:
-            body = orjson.loads(msg.value)
+            body = orjson.loads(msg.value or b"")
             validate(kind, body)
         except (orjson.JSONDecodeError, SchemaViolation) as exc:
             # Not ours to dead-letter (these topics carry our own outputs): log and go on.
             log.warning("stats: skipped %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset,
                         exc)
             continue
+        by_partition.setdefault(msg.partition, []).append((event, body))
+    for partition, items in by_partition.items():
         try:
-            plan = planner(table.get, msg.partition, msg.offset, body)
-            for key, value in plan.writes:
-                table[key] = value
+            plan = plan_batch(table.get, planner,
+                              [(partition, e.message.offset, body) for e, body in items])
+            with current(items[-1][0]):
+                for key, value in plan.writes:
+                    table[key] = value
             _dirty.update(plan.touched)
         except Exception:  # a bug must not stop the counting of everything else
-            log.exception("stats: could not count %s[%d]@%d", msg.topic, msg.partition,
-                          msg.offset)
+            first, last = items[0][0].message, items[-1][0].message
+            log.exception("stats: could not count %s[%d]@%d..%d", first.topic, partition,
+                          first.offset, last.offset)
 
 
 @app.agent(findings_topic, name="aggregate")

@@ -9,17 +9,14 @@ first is dead-lettered as `duplicate_conflict` while an identical re-announcemen
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import weakref
-from collections.abc import Iterator
 
 import faust
-import faust.streams
 import orjson
 from faust.exceptions import PartitionsMismatch
 
 from streams.agents.outcomes import Outbox, reject, take_events
+from streams.agents.table_writes import current
 from streams.app import app, deadletter_topic, findings_topic, metrics, settings, studies_topic
 from streams.app import priority_topics as _priority_topics
 from streams.app import work_topics as _work_topics
@@ -39,28 +36,13 @@ _deployment = [(DEPLOYMENT_HEADER, settings.app_id.encode())]
 fingerprints = app.Table("study-fingerprints", partitions=studies_topic.partitions)
 
 
-@contextlib.contextmanager
-def _current(event: faust.EventT) -> Iterator[None]:
-    """Make ``event`` Faust's current event while its table writes happen.
-
-    A micro-batch leaves the last buffered event current, but a table write goes to the
-    changelog partition of the current event: without this, a fingerprint could land in another
-    partition than its study and be missed after a rebalance.
-    """
-    token = faust.streams._current_event.set(weakref.ref(event))
-    try:
-        yield
-    finally:
-        faust.streams._current_event.reset(token)
-
-
 def check_duplicate(event: faust.EventT, study: dict[str, object]) -> None:
     """Dead-letter a contradicting re-announcement; remember the first one."""
     uid = str(study["study_uid"])
     fingerprint = study_fingerprint(study)
     known = fingerprints.get(uid)
     if known is None:
-        with _current(event):
+        with current(event):
             fingerprints[uid] = fingerprint
     elif known != fingerprint:
         raise InputRejected(Reason.DUPLICATE_CONFLICT,

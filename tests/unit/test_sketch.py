@@ -5,9 +5,12 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable
+from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streams.sketch import LogSketch
 
@@ -132,3 +135,20 @@ def test_rejects_values_outside_its_domain(bad: float) -> None:
 def test_merging_different_accuracies_is_refused() -> None:
     with pytest.raises(ValueError, match="alpha"):
         LogSketch(0.01).merge(LogSketch(0.02))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.just(0.0), st.floats(1e-6, 1e6)), min_size=1, max_size=40),
+       st.sampled_from([0.01, 0.05]))
+def test_json_add_equals_the_round_trip(values: list[float], alpha: float) -> None:
+    data: dict[str, Any] | None = None
+    for v in values:
+        data = LogSketch.json_add(data, v, alpha)
+    assert data == LogSketch(alpha).extend(values).to_json()
+
+
+def test_json_add_rejects_values_outside_the_domain() -> None:
+    data = LogSketch().extend([1.0]).to_json()
+    for bad in (-1.0, math.inf, math.nan):
+        with pytest.raises(ValueError):
+            LogSketch.json_add(data, bad)
