@@ -191,23 +191,34 @@ def _stream(seed: int) -> list[tuple[int, dict[str, Any]]]:
 
 
 def _consume(table: Table, log: list[tuple[int, dict[str, Any]]], committed: dict[int, int],
-             crash: tuple[int, int] | None) -> bool:
-    """Process every partition's log from its committed offset. With `crash` = (k, w), crash
-    inside the first event from the k-th on that has writes, after w modulo its writes.
-    Returns False on the crash."""
+             crash: tuple[int, int] | None, rng: random.Random | None = None,
+             done: dict[int, int] | None = None) -> bool:
+    """Process every partition's log from its committed offset: one event at a time with
+    plan_finding or, given `rng`, in plan_batch micro-batches of 1..8 events. With `crash` =
+    (k, w), crash inside the first unit (event or batch) from the k-th on that has writes,
+    after w modulo its writes; returns False on the crash. `done` receives, per partition, the
+    offset up to which units finished: what may be committed, as a batch is acknowledged only
+    once it has finished."""
+    done = {} if done is None else done
     by_partition: dict[int, list[dict[str, Any]]] = {}
     for p, f in log:
         by_partition.setdefault(p, []).append(f)
     n = 0
     for p, fs in sorted(by_partition.items()):
-        for offset in range(committed.get(p, 0), len(fs)):
-            plan = plan_finding(table.get, p, offset, fs[offset])
+        offset = committed.get(p, 0)
+        while offset < len(fs):
+            size = rng.randint(1, 8) if rng else 1
+            batch = [(p, o, fs[o]) for o in range(offset, min(len(fs), offset + size))]
+            plan = (plan_batch(table.get, plan_finding, batch) if rng
+                    else plan_finding(table.get, p, offset, fs[offset]))
             at = None
             if crash is not None and n >= crash[0] and plan.writes:
                 at = crash[1] % len(plan.writes)
             if not table.run(p, offset, plan, crash_after=at):
                 return False
             n += 1
+            offset += len(batch)
+            done[p] = offset
     return True
 
 
@@ -333,35 +344,6 @@ def test_snapshots_validate_against_the_topic_schema() -> None:
 
 # --- micro-batches: one write per key and batch, still exact under crashes -------------------
 
-def _consume_batches(table: Table, log: list[tuple[int, dict[str, Any]]],
-                     committed: dict[int, int], crash: tuple[int, int] | None,
-                     rng: random.Random, done: dict[int, int] | None = None) -> bool:
-    """Like _consume, but each partition's events go through plan_batch in batches of 1..8;
-    with `crash` = (k, w), the k-th batch that has writes is cut after w modulo its writes.
-    `done` receives, per partition, the offset up to which batches finished (what may be
-    committed: a batch is acknowledged only once it has finished)."""
-    done = {} if done is None else done
-    by_partition: dict[int, list[dict[str, Any]]] = {}
-    for p, f in log:
-        by_partition.setdefault(p, []).append(f)
-    n = 0
-    for p, fs in sorted(by_partition.items()):
-        offset = committed.get(p, 0)
-        while offset < len(fs):
-            size = rng.randint(1, 8)
-            batch = [(p, o, fs[o]) for o in range(offset, min(len(fs), offset + size))]
-            plan = plan_batch(table.get, plan_finding, batch)
-            at = None
-            if crash is not None and n >= crash[0] and plan.writes:
-                at = crash[1] % len(plan.writes)
-            if not table.run(p, offset, plan, crash_after=at):
-                return False
-            n += 1
-            offset += len(batch)
-            done[p] = offset
-    return True
-
-
 @pytest.mark.parametrize("seed", range(16))
 def test_batched_counts_equal_one_by_one_and_stay_exact_across_a_crash(seed: int) -> None:
     log = _stream(seed)
@@ -371,17 +353,17 @@ def test_batched_counts_equal_one_by_one_and_stay_exact_across_a_crash(seed: int
 
     rng = random.Random(seed)
     batched = Table()
-    assert _consume_batches(batched, log, {}, None, rng)
+    assert _consume(batched, log, {}, None, rng)
     assert {k: a.counts for k, a in aggregate(batched.items()).items()} == expected
     # Coalescing writes each key at most once per batch.
     assert len(batched) == len(one_by_one)
 
     table, done = Table(), dict[int, int]()
     crash = (rng.randrange(12), rng.randrange(60))
-    assert not _consume_batches(table, log, {}, crash, rng, done)
+    assert not _consume(table, log, {}, crash, rng, done)
     # Restart from committed offsets anywhere up to what finished (possibly well behind it).
     committed = {p: rng.randint(0, end) for p, end in done.items()}
-    assert _consume_batches(table, log, committed, None, rng)
+    assert _consume(table, log, committed, None, rng)
     assert {k: a.counts for k, a in aggregate(table.items()).items()} == expected
 
 
