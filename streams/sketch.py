@@ -33,6 +33,20 @@ from typing import Any
 DEFAULT_ALPHA = 0.01
 
 
+def _log_gamma(alpha: float) -> float:
+    return math.log((1.0 + alpha) / (1.0 - alpha))
+
+
+def _bucket(value: float, log_gamma: float) -> int:
+    """The bucket of a value > 0: ceil(log_gamma(value))."""
+    return math.ceil(math.log(value) / log_gamma)
+
+
+def _check_value(value: float) -> None:
+    if not math.isfinite(value) or value < 0.0:
+        raise ValueError("a sketch takes finite values >= 0 only")
+
+
 class LogSketch:
     """Quantiles within relative error `alpha`; mergeable; JSON round trip."""
 
@@ -43,7 +57,7 @@ class LogSketch:
             raise ValueError("alpha must be in (0, 1)")
         self.alpha = alpha
         self._gamma = (1.0 + alpha) / (1.0 - alpha)
-        self._log_gamma = math.log(self._gamma)
+        self._log_gamma = _log_gamma(alpha)
         self._buckets: dict[int, int] = {}
         #: Number of values equal to 0.
         self.zeros = 0
@@ -51,22 +65,18 @@ class LogSketch:
         self.min = math.inf
         self.max = -math.inf
 
-    def _index(self, value: float) -> int:
-        return math.ceil(math.log(value) / self._log_gamma)
-
     def _value(self, index: int) -> float:
         return 2.0 * math.exp(index * self._log_gamma) / (self._gamma + 1.0)
 
     def add(self, value: float, weight: int = 1) -> None:
         """Add `value` (>= 0, finite) `weight` times."""
-        if not math.isfinite(value) or value < 0.0:
-            raise ValueError("a sketch takes finite values >= 0 only")
+        _check_value(value)
         if weight < 1:
             raise ValueError("weight must be a positive integer")
         if value == 0.0:
             self.zeros += weight
         else:
-            i = self._index(value)
+            i = _bucket(value, self._log_gamma)
             self._buckets[i] = self._buckets.get(i, 0) + weight
         self.count += weight
         self.min = min(self.min, value)
@@ -145,8 +155,7 @@ class LogSketch:
             sketch = LogSketch(alpha)
             sketch.add(value)
             return sketch.to_json()
-        if not math.isfinite(value) or value < 0.0:
-            raise ValueError("a sketch takes finite values >= 0 only")
+        _check_value(value)
         out = dict(data)
         count = int(data["n"])
         out["n"] = count + 1
@@ -155,8 +164,7 @@ class LogSketch:
         if value == 0.0:
             out["z"] = int(data["z"]) + 1
             return out
-        log_gamma = math.log((1.0 + float(data["a"])) / (1.0 - float(data["a"])))
-        i = math.ceil(math.log(value) / log_gamma)
+        i = _bucket(value, _log_gamma(float(data["a"])))
         buckets = list(data.get("b", ()))
         if not buckets:
             out["o"], out["b"] = i, [1]

@@ -94,13 +94,17 @@ class StatsKey:
         return start(self.window, self.label)
 
 
+#: Table keys of stats cells start with this; every other key is a seen entry.
+CELL_PREFIX = "c|"
+
+
 def cell_key(partition: int, key: str) -> str:
-    return f"c|{partition}|{key}"
+    return f"{CELL_PREFIX}{partition}|{key}"
 
 
 def split_cell_key(key: str) -> tuple[int, str] | None:
     """(partition, stats key) of a cell key; None for other table keys (seen entries)."""
-    if not key.startswith("c|"):
+    if not key.startswith(CELL_PREFIX):
         return None
     _, partition, rest = key.split("|", 2)
     return int(partition), rest
@@ -281,7 +285,7 @@ def plan_batch(get: Get, planner: Planner,
         plan = planner(view, partition, offset, event)
         for key, value in plan.writes:
             overlay[key] = value
-            (cells if key.startswith("c|") else seen)[key] = value
+            (cells if key.startswith(CELL_PREFIX) else seen)[key] = value
         touched.update(dict.fromkeys(plan.touched))
     return Plan(writes=[*cells.items(), *seen.items()], touched=list(touched))
 
