@@ -74,6 +74,12 @@ class Settings:
     quality_defect_window: int = 200
     quality_defect_min_findings: int = 50
     quality_rearm_margin: float = 0.02
+    #: How long (event time) per-study state is kept (streams/horizon.py): the stats seen
+    #: entries and router fingerprints recognise copies published within it (a day covers an
+    #: overnight outage); a Finding waits this long in the quality join for its reviews (the
+    #: reference centre reads within weeks). Memory grows with studies/s x horizon.
+    dedup_horizon_s: float = 24 * 3600.0
+    review_horizon_s: float = 30 * 24 * 3600.0
     #: Where a consumer group with no committed offset starts: `earliest` loses nothing.
     offset_reset: str = "earliest"
     #: Kafka consumer-group session timeout: how long a crashed worker's partitions wait before
@@ -131,6 +137,8 @@ class Settings:
                                                  str(d.quality_defect_min_findings))),
             quality_rearm_margin=float(_env("RADSTREAM_QUALITY_REARM_MARGIN",
                                             str(d.quality_rearm_margin))),
+            dedup_horizon_s=float(_env("RADSTREAM_DEDUP_HORIZON_S", str(d.dedup_horizon_s))),
+            review_horizon_s=float(_env("RADSTREAM_REVIEW_HORIZON_S", str(d.review_horizon_s))),
             offset_reset=_env("RADSTREAM_OFFSET_RESET", d.offset_reset),
             session_timeout_s=float(_env("RADSTREAM_SESSION_TIMEOUT_S",
                                          str(d.session_timeout_s))),

@@ -36,6 +36,7 @@ class Metrics:
     end_to_end_seconds: Histogram
     triton_retries: Counter
     quality_reviews: Counter
+    quality_reviews_unmatched: Counter
     quality_auc: Gauge
     quality_sensitivity: Gauge
     quality_specificity: Gauge
@@ -81,6 +82,10 @@ def create_metrics(registry: CollectorRegistry) -> Metrics:
             "radstream_quality_reviews_total",
             "Radiologist reviews joined with the AI score they judge.", ["service", "finding"],
             registry=registry),
+        quality_reviews_unmatched=Counter(
+            "radstream_quality_reviews_unmatched_total",
+            "Reviews forgotten after RADSTREAM_REVIEW_HORIZON_S without a Finding to judge.",
+            ["service"], registry=registry),
         quality_auc=Gauge(
             "radstream_quality_auc",
             "ROC AUC against radiologists over the last N reviews.", ["service", "finding"],

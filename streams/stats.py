@@ -29,8 +29,12 @@ findings the seen entry is per study (`s|<study_uid>`, a study's findings share 
 the record key) and holds the identities counted and the stats keys already credited with the
 study, so `studies` = distinct studies with at least one counted finding in that window and
 dimension value. Latency events are counted once per (study, service, model version) too, dead
-letters once per origin (topic, partition, offset). Seen entries are kept for good (about 1 KB
-per study in memory and in the compacted changelog); expiring them is left for later.
+letters once per origin (topic, partition, offset).
+
+Seen entries are forgotten after the dedup horizon (streams/horizon.py, RADSTREAM_DEDUP_HORIZON_S,
+a day by default): a copy of a Finding published more than a horizon after the first is counted
+again, and a study whose next service reports more than a horizon later counts again in
+`studies`. Cells (the statistics themselves) are kept.
 
 Keys: a stats key is `<window>|<window label>|<dimension>|<value>`, e.g.
 `hour|2024-05-14T09|hospital|gkb-67`, `week|2024-W20|city|city`, `total|total|service|chest-xray`
@@ -48,6 +52,7 @@ from itertools import chain
 from typing import Any, Literal, cast, get_args
 
 from streams.cloudevents import parse_rfc3339
+from streams.horizon import stamp
 from streams.metrics import STAGES
 from streams.sketch import LogSketch
 from streams.windows import WINDOWS, Window, labels, rfc3339, start
@@ -231,13 +236,13 @@ def add_latency(value: Mapping[str, Any] | None, event: Mapping[str, Any]) -> di
 
 def plan_latency(get: Get, partition: int, offset: int, event: Mapping[str, Any]) -> Plan:
     seen_key = f"s|{latency_identity(event)}"
-    if get(seen_key):
+    if get(seen_key) is not None:
         return Plan(duplicate=True)
     updates = [(stats_key(w, lab, dim, value), lambda v: add_latency(v, event))
                for w, lab in labels(_event_time(event)) for dim, value in _dimensions(event)]
     plan = Plan()
     _cells(get, partition, offset, updates, plan)
-    plan.writes.append((seen_key, 1))
+    plan.writes.append((seen_key, {}))
     return plan
 
 
@@ -245,7 +250,7 @@ def plan_deadletter(get: Get, partition: int, offset: int, record: Mapping[str, 
     """Dead letters count per window for the city and, when they name one, the service."""
     origin = record["origin"]
     seen_key = f"s|{origin['topic']}|{origin['partition']}|{origin['offset']}"
-    if get(seen_key):
+    if get(seen_key) is not None:
         return Plan(duplicate=True)
     dims: list[tuple[Dimension, str]] = [("city", CITY)]
     if record.get("service"):
@@ -254,7 +259,7 @@ def plan_deadletter(get: Get, partition: int, offset: int, record: Mapping[str, 
                for w, lab in labels(_event_time(record)) for dim, value in dims]
     plan = Plan()
     _cells(get, partition, offset, updates, plan)
-    plan.writes.append((seen_key, 1))
+    plan.writes.append((seen_key, {}))
     return plan
 
 
@@ -262,8 +267,12 @@ Planner = Callable[[Get, int, int, Mapping[str, Any]], Plan]
 
 
 def plan_batch(get: Get, planner: Planner,
-               events: Iterable[tuple[int, int, Mapping[str, Any]]]) -> Plan:
+               events: Iterable[tuple[int, int, Mapping[str, Any]]],
+               timestamp: float | None = None) -> Plan:
     """One Plan for a micro-batch of (partition, offset, event) from *one* partition.
+
+    With `timestamp` (the batch's last Kafka timestamp), seen entries are stamped with it and
+    the partition, so the dedup horizon can forget them (streams/horizon.py).
 
     Each event is planned against the table as the batch's earlier events left it, then every
     key is written once, with its last value: cells first, seen entries after them. That keeps
@@ -287,6 +296,8 @@ def plan_batch(get: Get, planner: Planner,
             overlay[key] = value
             (cells if key.startswith(CELL_PREFIX) else seen)[key] = value
         touched.update(dict.fromkeys(plan.touched))
+    if timestamp is not None and seen:  # seen is only filled inside the loop
+        seen = {key: stamp(value, partition, timestamp) for key, value in seen.items()}
     return Plan(writes=[*cells.items(), *seen.items()], touched=list(touched))
 
 

@@ -7,6 +7,9 @@ for an event goes to the changelog partition of that event's partition, in order
 
 The API and the snapshots cover the partitions this worker owns: run the aggregators on one
 worker (the default) to see the whole city.
+
+Seen entries are forgotten after RADSTREAM_DEDUP_HORIZON_S of event time (streams/horizon.py);
+the sweep runs in the agent, after a batch's writes, with the batch's last event current.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from faust.types import TableT
 
 from streams import topics
 from streams.agents.outcomes import take_events
-from streams.agents.table_writes import current
+from streams.agents.table_writes import current, forget_expired
 from streams.app import (
     app,
     deadletter_topic,
@@ -33,6 +36,7 @@ from streams.app import (
     settings,
 )
 from streams.cloudevents import ce_headers, utc_now_rfc3339
+from streams.horizon import Horizon
 from streams.schemas import SCHEMA_DIR, EventKind, SchemaViolation, validate
 from streams.stats import (
     Planner,
@@ -64,6 +68,9 @@ finding_cells = app.Table("stats-findings", partitions=findings_topic.partitions
 latency_cells = app.Table("stats-latency", partitions=latency_topic.partitions)
 deadletter_cells = app.Table("stats-deadletters", partitions=deadletter_topic.partitions)
 stats_topic = raw_topic(topics.STATS)
+#: Event time per source partition of each table, for forgetting its seen entries.
+horizons = {table.name: Horizon(settings.dedup_horizon_s)
+            for table in (finding_cells, latency_cells, deadletter_cells)}
 
 #: Stats keys changed since the last snapshot round.
 _dirty: set[str] = set()
@@ -94,18 +101,22 @@ def count_batch(events: list[faust.EventT], table: TableT, kind: EventKind,
                         exc)
             continue
         by_partition.setdefault(msg.partition, []).append((event, body))
+    horizon = horizons[table.name]
     for partition, items in by_partition.items():
+        last = items[-1][0]
         try:
             plan = plan_batch(table.get, planner,
-                              [(partition, e.message.offset, body) for e, body in items])
-            with current(items[-1][0]):
+                              [(partition, e.message.offset, body) for e, body in items],
+                              timestamp=last.message.timestamp)
+            with current(last):
                 for key, value in plan.writes:
                     table[key] = value
+            forget_expired(table, horizon, last)
             _dirty.update(plan.touched)
         except Exception:  # a bug must not stop the counting of everything else
-            first, last = items[0][0].message, items[-1][0].message
+            first = items[0][0].message
             log.exception("stats: could not count %s[%d]@%d..%d", first.topic, partition,
-                          first.offset, last.offset)
+                          first.offset, last.message.offset)
 
 
 @app.agent(findings_topic, name="aggregate")

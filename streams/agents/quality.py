@@ -7,6 +7,11 @@ entry of its own event's partition. A review that arrives before its Finding wai
 entry until the Finding comes. The joins table is changelog-backed; the windows and alert
 latches (streams/quality.py) live in this worker's memory and cover the partitions it owns,
 like the stats API (one worker, the default, sees the whole city).
+
+A join entry is forgotten RADSTREAM_REVIEW_HORIZON_S of event time after its last write
+(streams/horizon.py): a review arriving later no longer finds its Finding and waits in turn; a
+review that waited that long for a Finding is counted in
+radstream_quality_reviews_unmatched_total.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import orjson
 
 from streams import catalog
 from streams.agents.outcomes import Outbox, send_deadletter
+from streams.agents.table_writes import forget_expired
 from streams.app import (
     alerts_topic,
     app,
@@ -30,6 +36,7 @@ from streams.app import (
     settings,
 )
 from streams.cloudevents import utc_now_rfc3339
+from streams.horizon import Horizon, stamp
 from streams.quality import (
     Joined,
     QualityMonitor,
@@ -64,6 +71,19 @@ recent_alerts: deque[dict[str, Any]] = deque(maxlen=RECENT_ALERTS)
 _SERVICES = {s.id: s for s in catalog.catalog()}
 
 joins = app.Table("quality-joins", default=None, partitions=reviews_topic.partitions)
+#: Event time per partition, shared by both agents: they write the same partitions of `joins`.
+horizon = Horizon(settings.review_horizon_s)
+
+
+def _write(event: faust.EventT, key: str, entry: dict[str, Any]) -> None:
+    joins[key] = stamp(entry, event.message.partition, event.message.timestamp)
+
+
+def _forget(event: faust.EventT) -> None:
+    for key, entry in forget_expired(joins, horizon, event):
+        if entry.get("pending"):
+            service = str(key).rsplit("|", 1)[-1]
+            metrics.quality_reviews_unmatched.labels(service=service).inc(len(entry["pending"]))
 
 
 async def _publish(outbox: Outbox, alerts: list[dict[str, Any]]) -> None:
@@ -95,6 +115,7 @@ def _observe(joined: list[Joined], now: str) -> list[dict[str, Any]]:
 async def quality_findings(stream: faust.StreamT[bytes]) -> None:
     outbox = Outbox("radstream/quality")
     async for event in stream.events():
+        _forget(event)
         try:
             finding = orjson.loads(event.message.value)
             service = finding["service"]
@@ -104,7 +125,7 @@ async def quality_findings(stream: faust.StreamT[bytes]) -> None:
             entry, joined, new = record_finding(joins.get(key), finding)
             if not new:
                 continue
-            joins[key] = entry
+            _write(event, key, entry)
             now = utc_now_rfc3339()
             alerts = monitor.add_finding(service, finding.get("device_id"),
                                          defective=finding["status"] == "technical_defect",
@@ -123,6 +144,7 @@ async def quality_findings(stream: faust.StreamT[bytes]) -> None:
 async def quality_reviews(stream: faust.StreamT[bytes]) -> None:
     outbox = Outbox("radstream/quality")
     async for event in stream.events():
+        _forget(event)
         try:
             review = parse_review(event.message.value)
             if review["service"] not in _SERVICES:
@@ -130,7 +152,7 @@ async def quality_reviews(stream: faust.StreamT[bytes]) -> None:
                                     "$.service: not an AI service of the catalogue")
             key = join_key(review["study_uid"], review["service"])
             entry, joined = record_review(joins.get(key), review)
-            joins[key] = entry
+            _write(event, key, entry)
             await _publish(outbox, _observe(joined, utc_now_rfc3339()))
         except InputRejected as exc:
             metrics.deadletters.labels(reason=exc.reason.value).inc()

@@ -4,6 +4,8 @@ not_applicable Finding when none applies, or a DeadLetter when the event is bad.
 It also remembers a fingerprint per study_uid (a table co-partitioned with the studies topic,
 written by this single-concurrency agent only), so a second announcement that contradicts the
 first is dead-lettered as `duplicate_conflict` while an identical re-announcement goes through.
+A fingerprint is forgotten after RADSTREAM_DEDUP_HORIZON_S of event time (streams/horizon.py):
+an announcement more than a horizon after the first is taken as new.
 """
 
 from __future__ import annotations
@@ -16,13 +18,14 @@ import orjson
 from faust.exceptions import PartitionsMismatch
 
 from streams.agents.outcomes import Outbox, reject, take_events
-from streams.agents.table_writes import current
+from streams.agents.table_writes import current, forget_expired
 from streams.app import app, deadletter_topic, findings_topic, metrics, settings, studies_topic
 from streams.app import priority_topics as _priority_topics
 from streams.app import work_topics as _work_topics
 from streams.catalog import NOT_APPLICABLE_SERVICE, catalog
 from streams.cloudevents import utc_now_rfc3339
 from streams.events import finding_not_applicable
+from streams.horizon import Horizon, stamp
 from streams.intake import parse_study, study_fingerprint
 from streams.reasons import InputRejected, Reason
 from streams.routing import lane, route
@@ -32,8 +35,9 @@ log = logging.getLogger(__name__)
 
 _deployment = [(DEPLOYMENT_HEADER, settings.app_id.encode())]
 
-#: study_uid -> fingerprint of its first accepted announcement.
+#: study_uid -> {"f": fingerprint of its first accepted announcement, and its horizon stamp}.
 fingerprints = app.Table("study-fingerprints", partitions=studies_topic.partitions)
+horizon = Horizon(settings.dedup_horizon_s)
 
 
 def check_duplicate(event: faust.EventT, study: dict[str, object]) -> None:
@@ -43,8 +47,10 @@ def check_duplicate(event: faust.EventT, study: dict[str, object]) -> None:
     known = fingerprints.get(uid)
     if known is None:
         with current(event):
-            fingerprints[uid] = fingerprint
-    elif known != fingerprint:
+            fingerprints[uid] = stamp({"f": fingerprint}, event.message.partition,
+                                      event.message.timestamp)
+    # A bare string is an entry written before fingerprints were stamped.
+    elif (known["f"] if isinstance(known, dict) else known) != fingerprint:
         raise InputRejected(Reason.DUPLICATE_CONFLICT,
                             f"study {uid} was announced before with different content")
 
@@ -99,6 +105,9 @@ async def route_batch(events: list[faust.EventT]) -> None:
         except Exception as exc:  # bad input or a bug: a DeadLetter, never an agent crash
             await reject(outbox, deadletter_topic, metrics.deadletters, event, exc)
     await outbox.flush()
+    # Each partition's last event: it advances that partition's event time.
+    for event in {e.message.partition: e for e in events}.values():
+        forget_expired(fingerprints, horizon, event)
 
 
 @app.agent(studies_topic, name="router")

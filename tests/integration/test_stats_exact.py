@@ -182,6 +182,7 @@ class StatsWorker:
     log: Path
     proc: subprocess.Popen[bytes] | None = None
     url: str = ""
+    env: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def start(self) -> None:
         port = _free_port()
@@ -195,6 +196,7 @@ class StatsWorker:
             "RADSTREAM_DATADIR": str(self.state),
             # The restarted member must not wait long for the dead one's session to expire.
             "RADSTREAM_SESSION_TIMEOUT_S": "10",
+            **self.env,
         }
         self.proc = spawn_worker(env, self.log)
         self.url = f"http://127.0.0.1:{port}"
@@ -392,6 +394,87 @@ def test_counts_are_exact_through_replays_and_a_kill_9(stats_worker: StatsWorker
         stats_worker.get("/stats/windows?window=month&dimension=city")
     assert err.value.code == 400
     assert orjson.loads(err.value.read())["parameter"] == "window"
+
+
+def test_seen_entries_are_forgotten_after_the_dedup_horizon(stats_worker: StatsWorker,
+                                                            bootstrap: str) -> None:
+    """Event time is the records' Kafka timestamps, set here: a copy of a Finding published
+    within the horizon counts once, one published after the horizon counts again, and the seen
+    entry's tombstone is on the changelog partition of its writes."""
+    horizon_s = 60
+    stats_worker.env["RADSTREAM_DEDUP_HORIZON_S"] = str(horizon_s)
+    tag = uuid.uuid4().hex[:6]
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
+    stats_worker.start()
+    position(stats_worker, producer, tag)
+
+    spec = dataclasses.replace(catalog.catalog()[0], id=f"t{tag}-h", findings=(
+        FindingSpec(f"t{tag}_nodule", "Nodule", 0, "probe", threshold_override=0.5),))
+    at = windows.rfc3339(datetime(2031, 1, 6, tzinfo=UTC) + timedelta(weeks=int(tag, 16) % 1500))
+    assert at is not None
+
+    def study_finding() -> dict[str, Any]:
+        study = {"study_uid": f"2.25.{uuid.uuid4().int}", "hospital_id": f"X{tag}",
+                 "device_id": f"X{tag}-d", "priority": "routine", "modality": "DX",
+                 "body_part": "CHEST"}
+        return finding_ok(study, spec, [0.9], at)
+
+    t0 = time.time() + 600  # after every probe's timestamp: this test sets partition 0's clock
+    partition = 0
+
+    def publish(body: dict[str, Any], t: float) -> None:
+        producer.produce(topics.FINDINGS.name, partition=partition,
+                         key=body["study_uid"].encode(), value=orjson.dumps(body),
+                         timestamp=int(t * 1000),
+                         headers=list(ce_headers(topics.FINDINGS.event_type, "tests/horizon")))
+        assert producer.flush(30) == 0
+
+    def counted() -> int:
+        rows = stats_worker.get(
+            f"/stats/windows?window=total&dimension=service&value={spec.id}")["rows"]
+        return rows[0]["counts"]["findings"] if rows else 0
+
+    # One record at a time: a micro-batch stamps its seen entries with its last timestamp.
+    first = study_finding()
+    publish(first, t0)
+    wait_until(lambda: counted() == 1, "the first finding counted")
+    publish(first, t0 + horizon_s / 2)                  # a copy within the horizon
+    time.sleep(2.0)
+    assert counted() == 1
+    for k, dt in enumerate((horizon_s + 1, horizon_s * 1.7)):  # others move event time on
+        publish(study_finding(), t0 + dt)
+        wait_until(lambda k=k: counted() == 2 + k, f"{2 + k} findings counted")
+    publish(first, t0 + horizon_s * 1.8)                # a copy after the horizon
+    wait_until(lambda: counted() == 4, "the late copy counted again")
+    time.sleep(2.0)
+    assert counted() == 4
+
+    tombstones = changelog_tombstones(bootstrap, f"{stats_worker.app_id}-stats-findings-changelog")
+    assert (partition, f"s|{first['study_uid']}") in tombstones
+
+
+def changelog_tombstones(bootstrap: str, topic: str) -> set[tuple[int, str]]:
+    """(partition, key) of every deletion on a table's changelog topic."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"t-{uuid.uuid4().hex}",
+                         "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+    found: set[tuple[int, str]] = set()
+    try:
+        meta = consumer.list_topics(topic, timeout=10).topics[topic]
+        tps = [TopicPartition(topic, p, 0) for p in meta.partitions]
+        ends = {tp.partition: consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in tps}
+        consumer.assign(tps)
+        read = {p: 0 for p in ends}
+        deadline = time.monotonic() + 30
+        while any(read[p] < ends[p] for p in ends) and time.monotonic() < deadline:
+            for msg in consumer.consume(500, timeout=1):
+                if msg.error():
+                    continue
+                read[msg.partition()] = msg.offset() + 1
+                if msg.value() is None:
+                    found.add((msg.partition(), orjson.loads(msg.key())))
+    finally:
+        consumer.close()
+    return found
 
 
 def watermark(bootstrap: str) -> int:

@@ -1,0 +1,103 @@
+"""Forgetting per-study state after a horizon of event time (streams/horizon.py), and what the
+stats counting rules do with it: copies within the horizon count once, a copy after it counts
+again, statistics cells are never forgotten."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from streams.horizon import Horizon, stamp
+from streams.stats import CELL_PREFIX, aggregate, plan_batch, plan_finding, plan_latency
+
+from .test_stats import finding, latency
+
+T = 1_800_000_000.0  # a Kafka timestamp, seconds
+
+
+def test_sweeps_are_due_every_quarter_horizon_of_each_partitions_event_time() -> None:
+    h = Horizon(100)
+    assert not h.observe(0, T)
+    assert not h.observe(0, T + 24)
+    assert h.observe(0, T + 25)
+    assert not h.observe(0, T + 49)
+    assert h.observe(0, T + 50)
+    # Another partition has its own clock: partition 0's progress does not make it due.
+    assert not h.observe(1, T + 10)
+    assert h.clock(1) == T + 10 and h.clock(0) == T + 50
+    # Event time never goes back: an older record does not move the clock.
+    assert not h.observe(0, T)
+    assert h.clock(0) == T + 50
+
+
+def test_only_stamped_entries_of_the_partition_older_than_the_horizon_expire() -> None:
+    h = Horizon(100)
+    items: dict[str, Any] = {
+        "old": stamp({"f": "x"}, 0, T),
+        "edge": stamp({}, 0, T + 100),          # exactly a horizon old: kept
+        "young": stamp({}, 0, T + 150),
+        "other-partition": stamp({}, 1, T),
+        "unstamped": {"f": "x"},                # written before stamping: partition unknown
+        "legacy-scalar": 1,
+        f"{CELL_PREFIX}0|total|total|city|city": {"o": 3, "v": {"findings": 1}},
+    }
+    assert h.expired(0, items.items()) == []    # no event time yet on partition 0
+    h.observe(0, T + 200)
+    assert h.expired(0, items.items()) == [("old", items["old"])]
+    h.observe(0, T + 200.5)
+    assert [k for k, _ in h.expired(0, items.items())] == ["old", "edge"]
+
+
+def test_a_horizon_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="positive"):
+        Horizon(0)
+
+
+class Table(dict[str, Any]):
+    """A table with a Horizon sweep after each batch, as the aggregate agent runs it."""
+
+    def __init__(self, horizon_s: float) -> None:
+        super().__init__()
+        self.horizon = Horizon(horizon_s)
+
+    def batch(self, planner: Any, partition: int, first_offset: int, timestamp: float,
+              events: list[dict[str, Any]]) -> None:
+        batch = [(partition, first_offset + i, e) for i, e in enumerate(events)]
+        self.update(plan_batch(self.get, planner, batch, timestamp=timestamp).writes)
+        if self.horizon.observe(partition, timestamp):
+            for key, _ in self.horizon.expired(partition, list(self.items())):
+                del self[key]
+
+
+def _findings(table: Table) -> int:
+    got = aggregate(table.items())
+    return got["total|total|city|city"].counts["findings"]
+
+
+def test_a_copy_within_the_horizon_counts_once_and_a_copy_after_it_again() -> None:
+    table = Table(horizon_s=60)
+    f = finding("1.1")
+    table.batch(plan_finding, 0, 0, T, [f])
+    table.batch(plan_finding, 0, 1, T + 50, [f])              # a redelivered copy: skipped
+    assert _findings(table) == 1
+    seen = table["s|1.1"]
+    assert seen["p"] == 0 and seen["t"] == int(T)
+    # Other studies move partition 0's event time past the horizon: the seen entry goes.
+    table.batch(plan_finding, 0, 2, T + 61, [finding("1.2")])
+    table.batch(plan_finding, 0, 3, T + 76, [finding("1.3")])
+    assert "s|1.1" not in table and "s|1.2" in table
+    table.batch(plan_finding, 0, 4, T + 80, [f])              # a copy after the horizon
+    assert _findings(table) == 4
+    # The statistics themselves are never forgotten.
+    assert all(k in table for k in (f"{CELL_PREFIX}0|total|total|city|city",))
+
+
+def test_latency_seen_entries_are_stamped_and_expire_per_partition() -> None:
+    table = Table(horizon_s=10)
+    table.batch(plan_latency, 0, 0, T, [latency("2.1")])
+    table.batch(plan_latency, 1, 0, T, [latency("2.2")])
+    table.batch(plan_latency, 0, 1, T + 20, [latency("2.3")])
+    seen = sorted(k for k in table if not k.startswith(CELL_PREFIX))
+    # Partition 1's clock has not moved: its entry stays however far partition 0 has gone.
+    assert seen == ["s|2.2|chest-xray|", "s|2.3|chest-xray|"]
