@@ -43,18 +43,21 @@ class Plan:
     soak_s: float
     pool: int
     workers: tuple[int, ...]
+    #: RADSTREAM_DEDUP_HORIZON_S and RADSTREAM_REVIEW_HORIZON_S of the radstream workers.
+    horizon_s: float
 
 
 def plan(args: argparse.Namespace, reference: str, identity: str) -> Plan:
     if args.smoke:
         return Plan(sweep_s=0.5, naive_studies={reference: 20, identity: 20},
                     radstream_studies={reference: 40, identity: 40}, soak_s=3.0, pool=8,
-                    workers=(1,))
+                    workers=(1,), horizon_s=args.horizon_s)
     return Plan(sweep_s=args.sweep_s,
                 naive_studies={reference: args.naive_studies, identity: args.naive_studies},
                 radstream_studies={reference: args.studies, identity: args.identity_studies},
                 soak_s=args.soak_s, pool=args.pool,
-                workers=tuple(int(w) for w in args.workers.split(",")))
+                workers=tuple(int(w) for w in args.workers.split(",")),
+                horizon_s=args.horizon_s)
 
 
 class Window:
@@ -182,6 +185,11 @@ def run_naive(args: argparse.Namespace, triton: infra.Triton, model: str, pool: 
                           "sync gRPC infer, produce and flush; latency includes queueing")
 
 
+def horizon_env(horizon_s: float) -> dict[str, str]:
+    return {"RADSTREAM_DEDUP_HORIZON_S": str(horizon_s),
+            "RADSTREAM_REVIEW_HORIZON_S": str(horizon_s)}
+
+
 def run_radstream(args: argparse.Namespace, triton: infra.Triton, model: str,
                   reference: str, pool: list[Path], root: Path, n: int, workers: int,
                   soak_s: float | None) -> list[dict[str, Any]]:
@@ -189,7 +197,8 @@ def run_radstream(args: argparse.Namespace, triton: infra.Triton, model: str,
     collector = Collector(args.bootstrap)
     procs = infra.start_workers(workers, bootstrap=args.bootstrap, triton_grpc=triton.grpc,
                                 model=model, dicom_root=root,
-                                state=STATE / "faust", logs=STATE / "logs")
+                                state=STATE / "faust", logs=STATE / "logs",
+                                extra_env=horizon_env(args.horizon_s))
     results = []
     try:
         uids, sent = fresh_uids(n), Sent()
@@ -282,6 +291,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="(f) routine backlog ahead of 20 emergency studies")
     p.add_argument("--sweep-s", type=float, default=4.0, help="seconds per (a) sweep point")
     p.add_argument("--soak-s", type=float, default=60.0, help="(d) duration; 600 = full soak")
+    p.add_argument("--horizon-s", type=float, default=60.0,
+                   help="the workers' dedup and review horizons (streams/horizon.py): short, so "
+                        "the soak reaches the plateau of per-study state; the product's "
+                        "defaults (a day, 30 days) hold studies/s x horizon entries")
     p.add_argument("--pool", type=int, default=64, help="distinct DICOM images reused")
     p.add_argument("--workers", default="1", help="worker counts for (c), e.g. 1,2")
     p.add_argument("--timeout-s", type=float, default=300.0)
@@ -327,6 +340,7 @@ def main(argv: list[str] | None = None) -> int:
               "plan": {"sweep_s": pl.sweep_s, "naive_studies": pl.naive_studies,
                        "radstream_studies": pl.radstream_studies, "soak_s": pl.soak_s,
                        "image_pool": pl.pool, "workers": list(pl.workers),
+                       "horizon_s": pl.horizon_s,
                        "full_soak": pl.soak_s >= 600},
               "bootstrap": args.bootstrap, "private_kafka": kafka is not None,
               "reference_model": ref, "identity_model": ident, "scenarios": scenarios,

@@ -77,9 +77,10 @@ class Settings:
     #: How long (event time) per-study state is kept (streams/horizon.py): the stats seen
     #: entries and router fingerprints recognise copies published within it (a day covers an
     #: overnight outage); a Finding waits this long in the quality join for its reviews (the
-    #: reference centre reads within weeks). Memory grows with studies/s x horizon.
+    #: reference centre reads a week's studies within the week). Memory grows with
+    #: studies/s x horizon (README, "Memory").
     dedup_horizon_s: float = 24 * 3600.0
-    review_horizon_s: float = 30 * 24 * 3600.0
+    review_horizon_s: float = 14 * 24 * 3600.0
     #: Where a consumer group with no committed offset starts: `earliest` loses nothing.
     offset_reset: str = "earliest"
     #: Kafka consumer-group session timeout: how long a crashed worker's partitions wait before

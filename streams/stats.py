@@ -27,9 +27,9 @@ The API and the snapshots sum a stats key's cells over partitions.
 Counting rules: a Finding is counted once per identity (study, service, model version). For
 findings the seen entry is per study (`s|<study_uid>`, a study's findings share its partition by
 the record key) and holds the identities counted and the stats keys already credited with the
-study, so `studies` = distinct studies with at least one counted finding in that window and
-dimension value. Latency events are counted once per (study, service, model version) too, dead
-letters once per origin (topic, partition, offset).
+study (as 64-bit digests), so `studies` = distinct studies with at least one counted finding in
+that window and dimension value. Latency events are counted once per (study, service, model
+version) too, dead letters once per origin (topic, partition, offset).
 
 Seen entries are forgotten after the dedup horizon (streams/horizon.py, RADSTREAM_DEDUP_HORIZON_S,
 a day by default): a copy of a Finding published more than a horizon after the first is counted
@@ -43,6 +43,7 @@ Keys: a stats key is `<window>|<window label>|<dimension>|<value>`, e.g.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -189,26 +190,48 @@ def _cells(get: Get, partition: int, offset: int,
         plan.touched.append(key)
 
 
+#: Hex characters of a credited stats key's digest in a seen record (64 bits: a collision
+#: within one study's few dozen keys is out of reach).
+CREDIT_HEX = 16
+
+
+def credit_digest(key: str) -> str:
+    """A stats key as the seen record remembers it: a fixed-size digest, a fraction of the key's
+    memory (the record lives for the dedup horizon in every worker holding its partition)."""
+    return hashlib.blake2b(key.encode(), digest_size=CREDIT_HEX // 2).hexdigest()
+
+
+def _credited(record: Mapping[str, Any]) -> set[str]:
+    """Digests of the stats keys a study already counts in; `c` is the record format before
+    digests (full keys), still read so that a changelog written by an older worker counts on."""
+    digests = record.get("k", "")
+    out = {digests[i:i + CREDIT_HEX] for i in range(0, len(digests), CREDIT_HEX)}
+    out.update(credit_digest(key) for key in record.get("c", ()))
+    return out
+
+
 def plan_finding(get: Get, partition: int, offset: int, finding: Mapping[str, Any]) -> Plan:
     """Writes that count `finding` (read at `offset` of `partition`) exactly once."""
     seen_key = f"s|{finding['study_uid']}"
-    record = get(seen_key) or {"f": [], "c": []}
+    record = get(seen_key) or {"f": [], "k": ""}
     identity = finding_identity(finding)
     if identity in record["f"]:
         return Plan(duplicate=True)
-    credited = set(record["c"])
+    credited = _credited(record)
     new_credits: list[str] = []
     updates: list[tuple[str, Callable[[Any], Any]]] = []
     for key, delta in finding_contributions(finding):
-        if key not in credited:
+        digest = credit_digest(key)
+        if digest not in credited:
             delta["studies"] = 1
-            credited.add(key)
-            new_credits.append(key)
+            credited.add(digest)
+            new_credits.append(digest)
         updates.append((key, partial(add_counts, delta=delta)))
     plan = Plan()
     _cells(get, partition, offset, updates, plan)
+    old = record.get("k", "") + "".join(credit_digest(k) for k in record.get("c", ()))
     plan.writes.append((seen_key, {"f": [*record["f"], identity],
-                                   "c": [*record["c"], *new_credits]}))
+                                   "k": old + "".join(new_credits)}))
     return plan
 
 

@@ -469,9 +469,11 @@ def changelog_tombstones(bootstrap: str, topic: str) -> set[tuple[int, str]]:
             for msg in consumer.consume(500, timeout=1):
                 if msg.error():
                     continue
-                read[msg.partition()] = msg.offset() + 1
+                partition, offset, key = msg.partition(), msg.offset(), msg.key()
+                assert partition is not None and offset is not None and key is not None
+                read[partition] = offset + 1
                 if msg.value() is None:
-                    found.add((msg.partition(), orjson.loads(msg.key())))
+                    found.add((partition, orjson.loads(key)))
     finally:
         consumer.close()
     return found

@@ -101,3 +101,18 @@ def test_latency_seen_entries_are_stamped_and_expire_per_partition() -> None:
     seen = sorted(k for k in table if not k.startswith(CELL_PREFIX))
     # Partition 1's clock has not moved: its entry stays however far partition 0 has gone.
     assert seen == ["s|2.2|chest-xray|", "s|2.3|chest-xray|"]
+
+
+def test_a_seen_record_in_the_older_full_key_format_still_credits_its_study() -> None:
+    """Records written before digests hold the credited stats keys in full (`c`); a study's
+    next service must not count the study again in those cells."""
+    from streams.stats import finding_contributions
+
+    first = finding("3.1", service="chest-xray")
+    legacy = {"f": ["3.1|chest-xray|1"], "c": [k for k, _ in finding_contributions(first)]}
+    table: dict[str, Any] = {"s|3.1": legacy}
+    plan = plan_finding(table.get, 0, 7, finding("3.1", service="chest-ct"))
+    deltas = {k[len(CELL_PREFIX) + 2:]: v["v"] for k, v in plan.writes if k.startswith(CELL_PREFIX)}
+    assert "studies" not in deltas["total|total|city|city"]
+    assert deltas["total|total|service|chest-ct"]["studies"] == 1
+    assert plan.writes[-1][1]["f"] == ["3.1|chest-xray|1", "3.1|chest-ct|1"]
