@@ -9,6 +9,7 @@ cause analysts can count, never as a crashed worker.
 from __future__ import annotations
 
 import errno
+import functools
 import io
 import os
 import stat
@@ -76,6 +77,12 @@ class DicomImage:
     geometry: Geometry = Geometry()
 
 
+@functools.lru_cache(maxsize=16)
+def _resolved_roots(roots: tuple[str, ...]) -> tuple[Path, ...]:
+    """The configured roots, resolved once per process (they are settings, not input)."""
+    return tuple(Path(root).resolve() for root in roots)
+
+
 def resolve_uri(uri: str, roots: Sequence[Path]) -> Path:
     """Map a ``file://`` URI to an existing file inside one of ``roots``."""
     parts = urlsplit(uri)
@@ -86,7 +93,7 @@ def resolve_uri(uri: str, roots: Sequence[Path]) -> Path:
         raise InputRejected(Reason.URI_UNSUPPORTED, f"URI has no usable path: {uri!r}")
     try:
         path = Path(raw).resolve()
-        resolved_roots = [Path(root).resolve() for root in roots]
+        resolved_roots = _resolved_roots(tuple(str(root) for root in roots))
     except (OSError, RuntimeError) as exc:  # symlink loops, unreadable components
         raise InputRejected(Reason.FILE_MISSING, f"cannot resolve {raw!r}: {exc}") from exc
     if not any(path.is_relative_to(root) for root in resolved_roots):

@@ -162,7 +162,9 @@ def to_series_input(
     projected: dict[str, np.ndarray] = {}
     for kind in {spec.projection(w) for w in range(max(1, len(spec.windows)))}:
         reduce = np.max if kind == "max" else np.mean
-        slabs = np.stack([reduce(arr[g].astype(np.float32), axis=0) for g in groups])
+        # A one-slice slab (every radiograph) is that slice: no reduction to pay for.
+        slabs = np.stack([arr[g[0]].astype(np.float32) if len(g) == 1
+                          else reduce(arr[g].astype(np.float32), axis=0) for g in groups])
         slabs *= np.float32(slope)
         slabs += np.float32(intercept)
         if not (_bounded_rescale(arr.dtype, slope, intercept) or np.isfinite(slabs).all()):
