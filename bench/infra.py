@@ -108,8 +108,9 @@ class Workers:
         return sum(probes.cpu_seconds(probes.process_tree(pid)) for pid in self.pids)
 
     def memory(self) -> tuple[int, int]:
-        """(sum of current RSS, largest peak RSS) over the workers."""
-        stats = [probes.memory(pid) for pid in self.pids]
+        """(sum of current RSS, largest peak RSS) over the workers, each with its
+        preprocessing processes."""
+        stats = [probes.tree_memory(pid) for pid in self.pids]
         return sum(s[0] for s in stats), max((s[1] for s in stats), default=0)
 
     def check_alive(self) -> None:

@@ -71,6 +71,13 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / _TICKS
 
 
+def tree_memory(pid: int) -> tuple[int, int]:
+    """memory() summed over `pid` and its descendants (a worker's preprocessing processes):
+    current RSS, and the sum of each process's own peak."""
+    stats = [memory(p) for p in process_tree(pid)]
+    return sum(s[0] for s in stats), sum(s[1] for s in stats)
+
+
 def memory(pid: int) -> tuple[int, int]:
     """(current RSS, peak RSS) in bytes, from /proc/<pid>/status (VmRSS, VmHWM)."""
     rss = hwm = 0

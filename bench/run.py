@@ -86,7 +86,8 @@ class Window:
             self.first = (len(outcome.finished_at), cpu, tr)
         now = time.monotonic()
         if self._pids and now >= self._next_rss:
-            self.rss_samples.append((time.time(), sum(probes.memory(p)[0] for p in self._pids)))
+            self.rss_samples.append((time.time(),
+                                     sum(probes.tree_memory(p)[0] for p in self._pids)))
             self._next_rss = now + 1.0
 
     def close(self, outcome: Outcome) -> dict[str, Any]:

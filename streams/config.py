@@ -46,7 +46,10 @@ class Settings:
     batch_within_s: float = 0.05
     #: How long the producer gathers records into one request (Faust's producer_linger).
     producer_linger_s: float = 0.005
-    #: Threads decoding DICOM and preprocessing pixels off the event loop.
+    #: Worker processes decoding DICOM and preprocessing pixels beside the event loop (0: do it
+    #: in `preprocess_threads` threads of the worker process instead, under its GIL).
+    preprocess_processes: int = 2
+    #: Threads for the same work when processes are off, or a process died (prepare_pool.py).
     preprocess_threads: int = 2
     #: Triton rejections before a study is dead-lettered with `inference_failed` (an unavailable
     #: Triton is waited out behind a circuit breaker instead: nothing is lost).
@@ -117,6 +120,8 @@ class Settings:
             batch_within_s=float(_env("RADSTREAM_BATCH_WITHIN_S", str(d.batch_within_s))),
             producer_linger_s=float(_env("RADSTREAM_PRODUCER_LINGER_S",
                                          str(d.producer_linger_s))),
+            preprocess_processes=int(_env("RADSTREAM_PREPROCESS_PROCESSES",
+                                          str(d.preprocess_processes))),
             preprocess_threads=int(_env("RADSTREAM_PREPROCESS_THREADS", str(d.preprocess_threads))),
             triton_attempts=int(_env("RADSTREAM_TRITON_ATTEMPTS", str(d.triton_attempts))),
             triton_timeout_s=float(_env("RADSTREAM_TRITON_TIMEOUT_S", str(d.triton_timeout_s))),

@@ -64,3 +64,8 @@ class InputRejected(Exception):
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+
+    def __reduce__(self) -> tuple[type[InputRejected], tuple[Reason, str]]:
+        # Raised in preprocessing worker processes: it must come back with its reason, not be
+        # re-built from its message (subclasses come back as InputRejected, same reason).
+        return InputRejected, (self.reason, self.detail)

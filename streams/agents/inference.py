@@ -1,6 +1,7 @@
 """Inference agents, one per AI service (two with a priority lane): micro-batch work items, read
-and check each study's series and preprocess its pixels in a thread pool (never on the event
-loop), run one batched Triton call, publish one Finding and one Latency event per study.
+and check each study's series and preprocess its pixels in worker processes (never on the event
+loop; streams/agents/prepare_pool.py), run one batched Triton call, publish one Finding and one
+Latency event per study.
 
 A study whose images fail a technical-defect check (streams/defects.py) gets a technical_defect
 Finding with the reason instead of a model guess; a broken file or event gets a DeadLetter.
@@ -13,16 +14,16 @@ import dataclasses
 import logging
 import time
 from collections.abc import Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, cast
 
 import faust
 import numpy as np
 
-from services.dicom_series import read_series
+from services.preparation import ReadLimits
 from services.triton.client import InferenceRejected, TritonModelClient
 from streams.agents.outcomes import Outbox, reject, take_events
+from streams.agents.prepare_pool import PreparePool
 from streams.app import (
     app,
     deadletter_topic,
@@ -37,13 +38,10 @@ from streams.app import (
 from streams.catalog import ServiceSpec
 from streams.circuit import CircuitState
 from streams.cloudevents import parse_rfc3339, utc_now_rfc3339
-from streams.defects import check_contrast, check_geometry, check_identity
 from streams.events import finding_ok, finding_technical_defect, latency
 from streams.intake import parse_study
-from streams.preprocess import to_series_input
 from streams.priority import PriorityGate
 from streams.reasons import TECHNICAL_DEFECTS, InputRejected, Reason
-from streams.routing import matching_series
 from streams.topics import DEPLOYMENT_HEADER
 
 log = logging.getLogger(__name__)
@@ -56,9 +54,9 @@ def _circuit_changed(model: str, state: CircuitState) -> None:
         metrics.triton_circuit_opens.labels(model=model).inc()
 
 
-_pool = ThreadPoolExecutor(settings.preprocess_threads, thread_name_prefix="preprocess")
-# Priority work never queues behind a routine batch's files in the shared pool.
-_priority_pool = ThreadPoolExecutor(1, thread_name_prefix="preprocess-priority")
+_preparer = PreparePool(
+    ReadLimits(settings.dicom_roots, settings.max_file_bytes, settings.max_pixel_bytes),
+    processes=settings.preprocess_processes, threads=settings.preprocess_threads)
 _triton = TritonModelClient(
     settings.triton_grpc, attempts=settings.triton_attempts, timeout_s=settings.triton_timeout_s,
     on_retry=lambda model: metrics.triton_retries.labels(model=model).inc(),
@@ -73,29 +71,6 @@ class Prepared:
     consumed_at: float
     fetch_s: float
     preprocess_s: float
-
-
-def load_and_preprocess(spec: ServiceSpec,
-                        study: dict[str, Any]) -> tuple[np.ndarray, float, float]:
-    """Runs in the thread pool: file I/O, DICOM decoding, defect checks and pixel work."""
-    series = matching_series(spec, study)
-    if not series:
-        raise InputRejected(Reason.SCHEMA_VIOLATION, f"no series for service {spec.id}")
-    t0 = time.perf_counter()
-    chosen = series[0]
-    images = read_series(chosen["uri"], int(chosen["instance_count"]), settings.dicom_roots,
-                         max_slices=spec.checks.max_slices, max_bytes=settings.max_file_bytes,
-                         max_pixel_bytes=settings.max_pixel_bytes)
-    t1 = time.perf_counter()
-    check_identity(spec.select, images.geometries)
-    check_geometry(spec.checks, images.pixels.shape, images.geometries,
-                   int(chosen["instance_count"]))
-    check_contrast(images.pixels, images.photometric)
-    tensor = to_series_input(images.pixels, spec.preprocess, photometric=images.photometric,
-                             slope=images.slope, intercept=images.intercept,
-                             window_center=images.window_center,
-                             window_width=images.window_width)
-    return tensor, t1 - t0, time.perf_counter() - t1
 
 
 def routed_here(event: faust.EventT) -> bool:
@@ -114,17 +89,14 @@ def routed_here(event: faust.EventT) -> bool:
 
 async def infer_batch(spec: ServiceSpec, events: list[faust.EventT], *,
                       priority: bool = False) -> None:
-    loop = asyncio.get_running_loop()
     outbox = Outbox(f"radstream/service/{spec.id}")
     consumed_at = time.time()
-    pool = _priority_pool if priority else _pool
 
     async def prepare(event: faust.EventT) -> Prepared | None:
         study: dict[str, Any] | None = None
         try:
             study = parse_study(event.message.value, max_bytes=settings.max_event_bytes)
-            tensor, fetch_s, prep_s = await loop.run_in_executor(
-                pool, load_and_preprocess, spec, study)
+            tensor, fetch_s, prep_s = await _preparer.prepare(spec, study, priority=priority)
             return Prepared(event, study, tensor, consumed_at, fetch_s, prep_s)
         except InputRejected as exc:
             if study is not None and exc.reason in TECHNICAL_DEFECTS:
@@ -216,3 +188,9 @@ def _make_agents(spec: ServiceSpec) -> None:
 
 for _spec in services:
     _make_agents(_spec)
+
+
+@app.task
+async def start_preparation() -> None:
+    if services:
+        _preparer.warm_up()

@@ -80,3 +80,16 @@ def test_fingerprint_ignores_published_at_and_key_order() -> None:
     assert study_fingerprint(a) == study_fingerprint(b)
     assert study_fingerprint(a) != study_fingerprint({**a, "acquired_at": LATER})
     assert len(study_fingerprint(a)) == 32
+
+
+def test_a_rejection_crosses_a_process_boundary_with_its_reason() -> None:
+    """Preprocessing runs in worker processes: what they raise comes back pickled."""
+    import pickle
+
+    from streams.reasons import InputRejected, Reason
+    from streams.schemas import SchemaViolation
+
+    for exc in (InputRejected(Reason.DICOM_TRUNCATED, "ends early"), SchemaViolation("$.x")):
+        back = pickle.loads(pickle.dumps(exc))
+        assert isinstance(back, InputRejected)
+        assert (back.reason, back.detail, str(back)) == (exc.reason, exc.detail, str(exc))

@@ -1,0 +1,85 @@
+"""Where inference agents read and preprocess studies: worker processes by default, threads on
+request (RADSTREAM_PREPROCESS_PROCESSES=0), a thread of its own for priority work.
+
+Why processes: decoding and preprocessing hold Python's GIL for most of their time, and so did
+the event loop's work for every other study; with the image work in threads a worker used one
+core. In a process of its own (or several) it runs beside the event loop on another core. The
+tensors come back pickled (a few hundred kilobytes per study, well under a millisecond).
+
+A worker process that dies (killed, out of memory, a crash in a decoder) breaks the whole pool
+and fails every study in it. Those studies are then prepared again in this process's threads,
+so none of them is lost or dead-lettered for someone else's file, and a fresh pool takes the
+next ones. A file that crashes the decoder in a thread takes the worker down as it did before
+processes (Kafka redelivers its batch to a worker that restarts).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any
+
+import numpy as np
+
+from services.preparation import ReadLimits, exit_with_parent, load_and_preprocess
+from streams.catalog import ServiceSpec
+
+log = logging.getLogger(__name__)
+
+Prepared = tuple[np.ndarray, float, float]
+
+
+class PreparePool:
+    """Runs services.preparation.load_and_preprocess off the event loop."""
+
+    def __init__(self, limits: ReadLimits, *, processes: int, threads: int) -> None:
+        self.limits = limits
+        self._processes = processes
+        # Spawned, not forked: the worker has gRPC and Kafka client threads a fork would copy.
+        self._context = multiprocessing.get_context("spawn")
+        self._pool: ProcessPoolExecutor | None = self._new_pool() if processes > 0 else None
+        self._threads = ThreadPoolExecutor(max(1, threads), thread_name_prefix="preprocess")
+        # Priority work never queues behind routine batches in the shared pools.
+        self._priority = ThreadPoolExecutor(1, thread_name_prefix="preprocess-priority")
+        self.broken = 0
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(self._processes, mp_context=self._context,
+                                   initializer=exit_with_parent, initargs=(os.getpid(),))
+
+    async def prepare(self, spec: ServiceSpec, study: dict[str, Any], *,
+                      priority: bool = False) -> Prepared:
+        loop = asyncio.get_running_loop()
+        pool = self._pool
+        if priority or pool is None:
+            executor: Executor = self._priority if priority else self._threads
+            return await loop.run_in_executor(executor, load_and_preprocess, spec, study,
+                                              self.limits)
+        try:
+            return await loop.run_in_executor(pool, load_and_preprocess, spec, study,
+                                              self.limits)
+        except BrokenProcessPool:
+            if self._pool is pool:  # the first study to see it replaces the pool
+                self.broken += 1
+                log.error("preprocess: a worker process died; restarting the pool and "
+                          "preparing its studies in threads")
+                pool.shutdown(wait=False, cancel_futures=True)
+                self._pool = self._new_pool()
+            return await loop.run_in_executor(self._threads, load_and_preprocess, spec, study,
+                                              self.limits)
+
+    def warm_up(self) -> None:
+        """Start the worker processes now rather than on the first study (about a second)."""
+        if self._pool is not None:
+            for _ in range(self._processes):
+                self._pool.submit(int)
+
+    def shutdown(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+        self._threads.shutdown(wait=False, cancel_futures=True)
+        self._priority.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,119 @@
+"""Preprocessing in worker processes (streams/agents/prepare_pool.py) on real DICOM files: the
+same tensor and the same rejections as in-process, and a killed worker process loses nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from bench.traffic import announcement, image_pool
+from services.preparation import ReadLimits, load_and_preprocess
+from streams.agents.prepare_pool import PreparePool
+from streams.catalog import service
+from streams.intake import parse_study
+from streams.reasons import InputRejected, Reason
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    return image_pool(tmp_path_factory.mktemp("dicom"), 3)
+
+
+@pytest.fixture
+def pool(files: list[Path]) -> Iterator[PreparePool]:
+    limits = ReadLimits((files[0].parents[3],), 64 << 20, 128 << 20)
+    p = PreparePool(limits, processes=1, threads=1)
+    try:
+        yield p
+    finally:
+        p.shutdown()
+
+
+def _study(path: Path) -> dict[str, Any]:
+    return parse_study(announcement(f"2.25.{abs(hash(path))}", path))
+
+
+def test_a_worker_process_prepares_what_the_worker_itself_would(
+        pool: PreparePool, files: list[Path]) -> None:
+    spec = service("chest-xray")
+    study = _study(files[0])
+    tensor, fetch_s, prep_s = asyncio.run(pool.prepare(spec, study))
+    here = load_and_preprocess(spec, study, pool.limits)[0]
+    assert tensor.dtype == np.float32 and np.array_equal(tensor, here)
+    assert fetch_s > 0 and prep_s > 0
+
+
+def test_a_rejection_comes_back_with_its_reason(pool: PreparePool, files: list[Path],
+                                                tmp_path: Path) -> None:
+    outside = tmp_path / "elsewhere.dcm"
+    outside.write_bytes(files[0].read_bytes())
+    with pytest.raises(InputRejected) as err:
+        asyncio.run(pool.prepare(service("chest-xray"), _study(outside)))
+    assert err.value.reason is Reason.FILE_OUTSIDE_ROOT
+
+
+def test_a_killed_worker_process_loses_no_study(pool: PreparePool, files: list[Path]) -> None:
+    spec = service("chest-xray")
+
+    async def scenario() -> list[Any]:
+        await pool.prepare(spec, _study(files[0]))  # the worker process is up
+        processes = pool._pool._processes if pool._pool else {}
+        for pid in list(processes):
+            os.kill(pid, signal.SIGKILL)
+        return list(await asyncio.gather(*(pool.prepare(spec, _study(f)) for f in files)))
+
+    results = asyncio.run(scenario())
+    assert len(results) == len(files) and all(r[0].shape == results[0][0].shape for r in results)
+    assert pool.broken == 1
+    # The replacement pool serves the next studies.
+    assert asyncio.run(pool.prepare(spec, _study(files[1])))[0].shape == results[0][0].shape
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def test_worker_processes_leave_when_their_worker_is_killed(tmp_path: Path) -> None:
+    """A SIGKILLed worker cannot stop its pool: the processes must notice on their own."""
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "parent.py"
+    script.write_text(
+        "import sys, time\n"
+        "from concurrent.futures import ProcessPoolExecutor\n"
+        "import multiprocessing, os\n"
+        "from services.preparation import exit_with_parent\n"
+        "if __name__ == '__main__':\n"
+        "    ctx = multiprocessing.get_context('spawn')\n"
+        "    pool = ProcessPoolExecutor(2, mp_context=ctx, initializer=exit_with_parent,\n"
+        "                               initargs=(os.getpid(), 0.1))\n"
+        "    pool.submit(int).result(); pool.submit(int).result()\n"
+        "    print(' '.join(str(p) for p in pool._processes), flush=True)\n"
+        "    time.sleep(60)\n")
+    root = Path(__file__).resolve().parents[2]
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, cwd=root,
+                              env={**os.environ, "PYTHONPATH": str(root)})
+    assert parent.stdout is not None
+    children = [int(p) for p in parent.stdout.readline().split()]
+    assert children
+    parent.send_signal(signal.SIGKILL)
+    parent.wait(10)
+    deadline = time.monotonic() + 10
+    alive = children
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.1)
+        alive = [p for p in children if _running(p)]
+    assert not alive, f"orphaned worker processes {alive}"
