@@ -54,6 +54,17 @@ def growth(first: float | None, last: float | None) -> float | None:
     return (last - first) / first if first and last is not None else None
 
 
+def growth_after(samples: Sequence[Sequence[float]], warm_s: float) -> float | None:
+    """RSS growth from the first (time, rss) sample at least `warm_s` into the soak to the last:
+    with per-study state kept for a horizon, memory first fills to rate x horizon, and a leak
+    is growth after that. None when the soak is not longer than `warm_s`."""
+    if not samples:
+        return None
+    t0 = samples[0][0]
+    later = [s for s in samples if s[0] - t0 >= warm_s]
+    return growth(later[0][1], samples[-1][1]) if len(later) > 1 else None
+
+
 def _find(results: Sequence[Mapping[str, Any]], kind: str, model: str,
           workers: int = 1) -> Mapping[str, Any] | None:
     for r in results:
@@ -77,6 +88,7 @@ def ratios(results: Sequence[Mapping[str, Any]], reference: str,
     p50 = half["latency_s"]["p50"] if half else None
     p99 = half["latency_s"]["p99"] if half else None
     soak = half.get("rss_growth") if half else None
+    plateau = half.get("rss_growth_after_horizon") if half else None
     return {
         "radstream_over_triton_reference": _div(speed("radstream", reference),
                                                 speed("triton_alone", reference)),
@@ -89,6 +101,7 @@ def ratios(results: Sequence[Mapping[str, Any]], reference: str,
                                                speed("triton_alone", identity)),
         "half_load_p99_over_p50": _div(p99, p50),
         "soak_rss_growth": soak,
+        "soak_rss_growth_after_horizon": plateau,
         "two_workers_over_one_reference": _div(speed("radstream", reference, 2),
                                                speed("radstream", reference)),
         "two_workers_over_one_identity": _div(speed("radstream", identity, 2),

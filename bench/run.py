@@ -274,6 +274,9 @@ def half_load(args: argparse.Namespace, triton: infra.Triton, model: str, pool: 
                           f"paced at {rate:.1f}/s for {soak_s:.0f}s (the soak)",
                           offered_per_s=rate, soak_s=soak_s, rss_start_bytes=rss_start,
                           rss_end_bytes=rss_end, rss_growth=report.growth(rss_start, rss_end),
+                          # The state fills for a horizon and its first sweep (a quarter more).
+                          rss_growth_after_horizon=report.growth_after(
+                              window.rss_samples, 1.25 * args.horizon_s),
                           rss_samples=window.rss_samples, workers=len(procs.procs))
 
 
