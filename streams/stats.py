@@ -201,13 +201,11 @@ def credit_digest(key: str) -> str:
     return hashlib.blake2b(key.encode(), digest_size=CREDIT_HEX // 2).hexdigest()
 
 
-def _credited(record: Mapping[str, Any]) -> set[str]:
-    """Digests of the stats keys a study already counts in; `c` is the record format before
-    digests (full keys), still read so that a changelog written by an older worker counts on."""
-    digests = record.get("k", "")
-    out = {digests[i:i + CREDIT_HEX] for i in range(0, len(digests), CREDIT_HEX)}
-    out.update(credit_digest(key) for key in record.get("c", ()))
-    return out
+def _credits(record: Mapping[str, Any]) -> str:
+    """The digests of the stats keys a study already counts in, concatenated; `c` is the record
+    format before digests (full keys), still read so that a changelog written by an older worker
+    counts on."""
+    return record.get("k", "") + "".join(credit_digest(key) for key in record.get("c", ()))
 
 
 def plan_finding(get: Get, partition: int, offset: int, finding: Mapping[str, Any]) -> Plan:
@@ -217,7 +215,8 @@ def plan_finding(get: Get, partition: int, offset: int, finding: Mapping[str, An
     identity = finding_identity(finding)
     if identity in record["f"]:
         return Plan(duplicate=True)
-    credited = _credited(record)
+    old = _credits(record)
+    credited = {old[i:i + CREDIT_HEX] for i in range(0, len(old), CREDIT_HEX)}
     new_credits: list[str] = []
     updates: list[tuple[str, Callable[[Any], Any]]] = []
     for key, delta in finding_contributions(finding):
@@ -229,7 +228,6 @@ def plan_finding(get: Get, partition: int, offset: int, finding: Mapping[str, An
         updates.append((key, partial(add_counts, delta=delta)))
     plan = Plan()
     _cells(get, partition, offset, updates, plan)
-    old = record.get("k", "") + "".join(credit_digest(k) for k in record.get("c", ()))
     plan.writes.append((seen_key, {"f": [*record["f"], identity],
                                    "k": old + "".join(new_credits)}))
     return plan
