@@ -100,6 +100,12 @@ class Settings:
     #: `identity` model isolates the stream layer's cost; see docs/performance.md). Empty: off.
     model_override: str = ""
 
+    @property
+    def forget_per_call(self) -> int:
+        """Expired per-study entries an agent deletes per micro-batch and partition
+        (streams/horizon.py): four times what one batch can write, so forgetting keeps up."""
+        return 4 * self.batch_max
+
     @classmethod
     def from_env(cls) -> Settings:
         d = cls()

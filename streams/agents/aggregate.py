@@ -26,7 +26,7 @@ from faust.types import TableT
 
 from streams import topics
 from streams.agents.outcomes import take_events
-from streams.agents.table_writes import current, forget_expired
+from streams.agents.table_writes import current, forget_expired, write_stamped
 from streams.app import (
     app,
     deadletter_topic,
@@ -69,7 +69,7 @@ latency_cells = app.Table("stats-latency", partitions=latency_topic.partitions)
 deadletter_cells = app.Table("stats-deadletters", partitions=deadletter_topic.partitions)
 stats_topic = raw_topic(topics.STATS)
 #: Event time per source partition of each table, for forgetting its seen entries.
-horizons = {table.name: Horizon(settings.dedup_horizon_s)
+horizons = {table.name: Horizon(settings.dedup_horizon_s, per_call=settings.forget_per_call)
             for table in (finding_cells, latency_cells, deadletter_cells)}
 
 #: Stats keys changed since the last snapshot round.
@@ -110,7 +110,7 @@ def count_batch(events: list[faust.EventT], table: TableT, kind: EventKind,
                               timestamp=last.message.timestamp)
             with current(last):
                 for key, value in plan.writes:
-                    table[key] = value
+                    write_stamped(table, horizon, key, value)
             forget_expired(table, horizon, last)
             _dirty.update(plan.touched)
         except Exception:  # a bug must not stop the counting of everything else

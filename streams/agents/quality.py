@@ -25,7 +25,7 @@ import orjson
 
 from streams import catalog
 from streams.agents.outcomes import Outbox, send_deadletter
-from streams.agents.table_writes import forget_expired
+from streams.agents.table_writes import forget_expired, write_stamped
 from streams.app import (
     alerts_topic,
     app,
@@ -72,11 +72,12 @@ _SERVICES = {s.id: s for s in catalog.catalog()}
 
 joins = app.Table("quality-joins", default=None, partitions=reviews_topic.partitions)
 #: Event time per partition, shared by both agents: they write the same partitions of `joins`.
-horizon = Horizon(settings.review_horizon_s)
+horizon = Horizon(settings.review_horizon_s, per_call=settings.forget_per_call)
 
 
 def _write(event: faust.EventT, key: str, entry: dict[str, Any]) -> None:
-    joins[key] = stamp(entry, event.message.partition, event.message.timestamp)
+    write_stamped(joins, horizon, key,
+                  stamp(entry, event.message.partition, event.message.timestamp))
 
 
 def _forget(event: faust.EventT) -> None:

@@ -18,7 +18,7 @@ import orjson
 from faust.exceptions import PartitionsMismatch
 
 from streams.agents.outcomes import Outbox, reject, take_events
-from streams.agents.table_writes import current, forget_expired
+from streams.agents.table_writes import current, forget_expired, write_stamped
 from streams.app import app, deadletter_topic, findings_topic, metrics, settings, studies_topic
 from streams.app import priority_topics as _priority_topics
 from streams.app import work_topics as _work_topics
@@ -37,7 +37,7 @@ _deployment = [(DEPLOYMENT_HEADER, settings.app_id.encode())]
 
 #: study_uid -> {"f": fingerprint of its first accepted announcement, and its horizon stamp}.
 fingerprints = app.Table("study-fingerprints", partitions=studies_topic.partitions)
-horizon = Horizon(settings.dedup_horizon_s)
+horizon = Horizon(settings.dedup_horizon_s, per_call=settings.forget_per_call)
 
 
 def check_duplicate(event: faust.EventT, study: dict[str, object]) -> None:
@@ -47,8 +47,9 @@ def check_duplicate(event: faust.EventT, study: dict[str, object]) -> None:
     known = fingerprints.get(uid)
     if known is None:
         with current(event):
-            fingerprints[uid] = stamp({"f": fingerprint}, event.message.partition,
-                                      event.message.timestamp)
+            write_stamped(fingerprints, horizon, uid,
+                          stamp({"f": fingerprint}, event.message.partition,
+                                event.message.timestamp))
     # A bare string is an entry written before fingerprints were stamped.
     elif (known["f"] if isinstance(known, dict) else known) != fingerprint:
         raise InputRejected(Reason.DUPLICATE_CONFLICT,

@@ -34,20 +34,32 @@ def current(event: faust.EventT) -> Iterator[None]:
         faust.streams._current_event.reset(token)
 
 
+def write_stamped(table: TableT, horizon: Horizon, key: Any, value: Any) -> None:
+    """`table[key] = value`, and the write noted in `horizon`'s index when `value` is stamped,
+    so it is forgotten without a scan. Callers make the right event current."""
+    table[key] = value
+    horizon.written(key, value)
+
+
 def forget_expired(table: TableT, horizon: Horizon,
                    event: faust.EventT) -> list[tuple[Any, dict[str, Any]]]:
-    """Advance `horizon` with `event` (the last one read from its partition) and, when a sweep
-    is due, delete the entries of that partition older than the horizon, with `event` current:
-    the tombstones follow the entries' own writes on the same changelog partition.
+    """Advance `horizon` with `event` (the last one read from its partition); when a scan is
+    due, queue the partition's entries older than the horizon; then delete up to
+    `horizon.per_call` expired entries (queued or indexed, see Horizon.take) with `event`
+    current, so the tombstones follow the entries' own writes on the same changelog partition.
 
     Returns the (key, entry) pairs deleted. Never raises: a sweep that fails is logged, and the
-    entries it left are deleted by the next one.
+    entries it left are deleted by a later one.
     """
     partition = event.message.partition
-    if not horizon.observe(partition, event.message.timestamp):
-        return []
+    due = horizon.observe(partition, event.message.timestamp)
     try:
-        expired = horizon.expired(partition, table.items())
+        if due and not horizon.queued(partition):
+            found = horizon.queue(partition, table.items())
+            if found:
+                log.info("%s: %d entries of partition %d are older than the %.0f s horizon",
+                         table.name, found, partition, horizon.horizon_s)
+        expired = horizon.take(partition, table.get)
         with current(event):
             for key, _ in expired:
                 del table[key]
@@ -55,7 +67,4 @@ def forget_expired(table: TableT, horizon: Horizon,
         log.exception("%s: could not forget expired entries of partition %d", table.name,
                       partition)
         return []
-    if expired:
-        log.info("%s: forgot %d entries older than the %.0f s horizon", table.name,
-                 len(expired), horizon.horizon_s)
     return expired

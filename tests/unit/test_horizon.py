@@ -64,10 +64,13 @@ class Table(dict[str, Any]):
     def batch(self, planner: Any, partition: int, first_offset: int, timestamp: float,
               events: list[dict[str, Any]]) -> None:
         batch = [(partition, first_offset + i, e) for i, e in enumerate(events)]
-        self.update(plan_batch(self.get, planner, batch, timestamp=timestamp).writes)
+        for key, value in plan_batch(self.get, planner, batch, timestamp=timestamp).writes:
+            self[key] = value
+            self.horizon.written(key, value)
         if self.horizon.observe(partition, timestamp):
-            for key, _ in self.horizon.expired(partition, list(self.items())):
-                del self[key]
+            self.horizon.queue(partition, list(self.items()))
+        for key, _ in self.horizon.take(partition, self.get):
+            del self[key]
 
 
 def _findings(table: Table) -> int:
@@ -116,3 +119,72 @@ def test_a_seen_record_in_the_older_full_key_format_still_credits_its_study() ->
     assert "studies" not in deltas["total|total|city|city"]
     assert deltas["total|total|service|chest-ct"]["studies"] == 1
     assert plan.writes[-1][1]["f"] == ["3.1|chest-xray|1", "3.1|chest-ct|1"]
+
+
+def test_a_large_expiry_is_handed_out_a_bounded_number_of_keys_at_a_time() -> None:
+    """After event time jumps (a quiet night, a drained backlog), one scan finds many expired
+    entries; deleting them all at once would stall the event loop, so `take` hands out at most
+    `per_call` per batch until the queue is empty."""
+    h = Horizon(100, per_call=3)
+    table: dict[str, Any] = {f"s|{i}": stamp({}, 0, T + i) for i in range(8)}
+    table["young"] = stamp({}, 0, T + 500)
+    table["other-partition"] = stamp({}, 1, T)
+    h.observe(0, T + 500)
+    assert h.queue(0, table.items()) == 8 and h.queued(0) == 8
+    # s|1 is rewritten after the scan (a second service's Finding): its new stamp keeps it.
+    table["s|1"] = stamp({}, 0, T + 450)
+    del table["s|2"]                                   # and s|2 is gone already
+    handed: list[list[str]] = []
+    while h.queued(0):
+        got = h.take(0, table.get)
+        assert len(got) <= 3
+        handed.append([k for k, _ in got])
+        for key, _ in got:
+            del table[key]
+    assert handed == [["s|0", "s|3", "s|4"], ["s|5", "s|6", "s|7"]]
+    assert sorted(table) == ["other-partition", "s|1", "young"]
+    assert h.take(0, table.get) == [] and h.take(1, table.get) == []
+
+
+def test_per_call_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="per_call"):
+        Horizon(10, per_call=0)
+
+
+def test_indexed_writes_expire_continuously_without_a_scan() -> None:
+    """What this worker wrote is forgotten by the batch that moves event time a horizon past
+    it, a few entries per batch, not in bursts at each quarter-horizon scan."""
+    h = Horizon(100)
+    table: dict[str, Any] = {}
+
+    def write(key: str, partition: int, t: float) -> None:
+        table[key] = stamp({}, partition, t)
+        h.written(key, table[key])
+
+    for i in range(10):
+        write(f"s|{i}", 0, T + i)
+    write("s|other", 1, T)
+    write(f"{CELL_PREFIX}cell", 0, T)                   # unstamped: not indexed
+    table[f"{CELL_PREFIX}cell"] = {"o": 1, "v": {}}
+    h.written(f"{CELL_PREFIX}cell", table[f"{CELL_PREFIX}cell"])
+    write("s|3", 0, T + 50)                             # rewritten later: a newer stamp
+    assert h.indexed(0) == 12
+    h.observe(0, T + 104.5)                             # not a scan: a quarter horizon is 25 s
+    assert h.queued(0) == 0
+    assert [k for k, _ in h.take(0, table.get)] == ["s|0", "s|1", "s|2", "s|4"]
+    assert h.take(1, table.get) == []                   # partition 1's clock has not moved
+    for key in ("s|0", "s|1", "s|2", "s|4"):
+        del table[key]
+    h.observe(0, T + 151)
+    assert [k for k, _ in h.take(0, table.get)] == ["s|5", "s|6", "s|7", "s|8", "s|9", "s|3"]
+    assert h.indexed(0) == 0
+
+
+def test_entries_recovered_from_the_changelog_are_found_by_the_scan() -> None:
+    h = Horizon(100)
+    recovered = {"s|old": stamp({}, 0, T), "s|young": stamp({}, 0, T + 90)}
+    assert not h.observe(0, T + 110)                    # first event: no scan due yet
+    assert h.take(0, recovered.get) == []               # not indexed: nothing to hand out
+    assert h.observe(0, T + 135)
+    assert h.queue(0, recovered.items()) == 1
+    assert h.take(0, recovered.get) == [("s|old", recovered["s|old"])]
