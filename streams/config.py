@@ -44,6 +44,11 @@ class Settings:
     #: Micro-batches: an agent takes up to `batch_max` studies or waits `batch_within_s`.
     batch_max: int = 32
     batch_within_s: float = 0.05
+    #: The statistics aggregators batch wider: nobody waits for a count, and a Latency cell is
+    #: ~2.5 KB of sketches rewritten (and sent to the changelog) once per batch, however many
+    #: of the batch's events it folds in.
+    stats_batch_max: int = 512
+    stats_batch_within_s: float = 0.5
     #: How long the producer gathers records into one request (Faust's producer_linger).
     producer_linger_s: float = 0.005
     #: Worker processes decoding DICOM and preprocessing pixels beside the event loop (0: do it
@@ -100,11 +105,11 @@ class Settings:
     #: `identity` model isolates the stream layer's cost; see docs/performance.md). Empty: off.
     model_override: str = ""
 
-    @property
-    def forget_per_call(self) -> int:
+    @staticmethod
+    def forget_per_call(batch_max: int) -> int:
         """Expired per-study entries an agent deletes per micro-batch and partition
-        (streams/horizon.py): four times what one batch can write, so forgetting keeps up."""
-        return 4 * self.batch_max
+        (streams/horizon.py): twice what one batch can write, so forgetting keeps up."""
+        return 2 * batch_max
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -124,6 +129,9 @@ class Settings:
                                    if h),
             batch_max=int(_env("RADSTREAM_BATCH_MAX", str(d.batch_max))),
             batch_within_s=float(_env("RADSTREAM_BATCH_WITHIN_S", str(d.batch_within_s))),
+            stats_batch_max=int(_env("RADSTREAM_STATS_BATCH_MAX", str(d.stats_batch_max))),
+            stats_batch_within_s=float(_env("RADSTREAM_STATS_BATCH_WITHIN_S",
+                                            str(d.stats_batch_within_s))),
             producer_linger_s=float(_env("RADSTREAM_PRODUCER_LINGER_S",
                                          str(d.producer_linger_s))),
             preprocess_processes=int(_env("RADSTREAM_PREPROCESS_PROCESSES",

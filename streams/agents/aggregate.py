@@ -69,7 +69,8 @@ latency_cells = app.Table("stats-latency", partitions=latency_topic.partitions)
 deadletter_cells = app.Table("stats-deadletters", partitions=deadletter_topic.partitions)
 stats_topic = raw_topic(topics.STATS)
 #: Event time per source partition of each table, for forgetting its seen entries.
-horizons = {table.name: Horizon(settings.dedup_horizon_s, per_call=settings.forget_per_call)
+horizons = {table.name: Horizon(settings.dedup_horizon_s,
+                                 per_call=settings.forget_per_call(settings.stats_batch_max))
             for table in (finding_cells, latency_cells, deadletter_cells)}
 
 #: Stats keys changed since the last snapshot round.
@@ -80,7 +81,8 @@ _rounds = 0
 
 async def _aggregate(stream: faust.StreamT[bytes], table: TableT, kind: EventKind,
                      planner: Planner) -> None:
-    async for events in take_events(stream, settings.batch_max, settings.batch_within_s):
+    async for events in take_events(stream, settings.stats_batch_max,
+                                    settings.stats_batch_within_s):
         count_batch(events, table, kind, planner)
 
 

@@ -72,7 +72,7 @@ _SERVICES = {s.id: s for s in catalog.catalog()}
 
 joins = app.Table("quality-joins", default=None, partitions=reviews_topic.partitions)
 #: Event time per partition, shared by both agents: they write the same partitions of `joins`.
-horizon = Horizon(settings.review_horizon_s, per_call=settings.forget_per_call)
+horizon = Horizon(settings.review_horizon_s, per_call=settings.forget_per_call(settings.batch_max))
 
 
 def _write(event: faust.EventT, key: str, entry: dict[str, Any]) -> None:

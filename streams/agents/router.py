@@ -37,7 +37,7 @@ _deployment = [(DEPLOYMENT_HEADER, settings.app_id.encode())]
 
 #: study_uid -> {"f": fingerprint of its first accepted announcement, and its horizon stamp}.
 fingerprints = app.Table("study-fingerprints", partitions=studies_topic.partitions)
-horizon = Horizon(settings.dedup_horizon_s, per_call=settings.forget_per_call)
+horizon = Horizon(settings.dedup_horizon_s, per_call=settings.forget_per_call(settings.batch_max))
 
 
 def check_duplicate(event: faust.EventT, study: dict[str, object]) -> None:
