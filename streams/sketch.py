@@ -155,31 +155,44 @@ class LogSketch:
             sketch = LogSketch(alpha)
             sketch.add(value)
             return sketch.to_json()
-        _check_value(value)
+        out = LogSketch.json_copy(data)
+        LogSketch.json_add_into(out, value)
+        return out
+
+    @staticmethod
+    def json_copy(data: Mapping[str, Any]) -> dict[str, Any]:
+        """A sketch's JSON form that shares nothing with `data` (the bucket list is copied)."""
         out = dict(data)
+        if "b" in out:
+            out["b"] = list(out["b"])
+        return out
+
+    @staticmethod
+    def json_add_into(data: dict[str, Any], value: float) -> None:
+        """`json_add` in place, on a JSON form the caller owns (a new one, or a `json_copy`):
+        an aggregator folding a batch copies each sketch once, not once per event."""
+        _check_value(value)
         count = int(data["n"])
-        out["n"] = count + 1
-        out["lo"] = min(float(data["lo"]), value) if count else value
-        out["hi"] = max(float(data["hi"]), value) if count else value
+        data["n"] = count + 1
+        data["lo"] = min(float(data["lo"]), value) if count else value
+        data["hi"] = max(float(data["hi"]), value) if count else value
         if value == 0.0:
-            out["z"] = int(data["z"]) + 1
-            return out
+            data["z"] = int(data["z"]) + 1
+            return
         i = _bucket(value, _log_gamma(float(data["a"])))
-        buckets = list(data.get("b", ()))
+        buckets = data.get("b")
         if not buckets:
-            out["o"], out["b"] = i, [1]
-            return out
+            data["o"], data["b"] = i, [1]
+            return
         first = int(data["o"])
         if i < first:
             buckets[:0] = [1] + [0] * (first - i - 1)
-            out["o"] = i
+            data["o"] = i
         elif i >= first + len(buckets):
             buckets.extend([0] * (i - first - len(buckets)))
             buckets.append(1)
         else:
             buckets[i - first] += 1
-        out["b"] = buckets
-        return out
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, LogSketch):

@@ -3,6 +3,7 @@ rows and snapshots the stats API and topic serve (checked against their publishe
 
 from __future__ import annotations
 
+import copy
 import random
 from datetime import UTC, datetime
 from typing import Any
@@ -15,6 +16,7 @@ from streams import windows
 from streams.schemas import SCHEMA_DIR, EventKind, validate
 from streams.sketch import LogSketch
 from streams.stats import (
+    CELL_PREFIX,
     Aggregate,
     Plan,
     QueryError,
@@ -380,3 +382,35 @@ def test_a_batch_writes_each_cell_once_and_seen_entries_last() -> None:
     assert agg.end_to_end == LogSketch().extend([0.1 * (o + 1) for o in range(8)])
     # Every coalesced cell carries the offset of the last event folded into it.
     assert {table[k]["o"] for k in cells} == {7}
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_latency_batches_fold_like_event_by_event_and_leave_the_table_alone(seed: int) -> None:
+    """plan_batch folds a batch of Latency events into each cell with one copy of its
+    sketches (plan_latency_batch). It must write what planning event by event writes, skip
+    copies and cells a crash already made durable the same way, and never change the values
+    the table holds while it plans."""
+    rng = random.Random(seed)
+    table = Table()
+    offset = 0
+    for round_ in range(4):
+        events = []
+        for _ in range(rng.randint(1, 12)):
+            study = f"7.{rng.randrange(10)}"            # repeats: copies within and across batches
+            e = latency(study, rng.choice([0.0, 0.003, 0.2, 1.5, 40.0]),
+                        priority=rng.choice(["routine", "urgent", "emergency"]),
+                        produced_at=rng.choice([T0, "2024-05-14T11:59:00Z"]))
+            events.append((1, offset, e))
+            offset += 1
+        if round_ == 2:  # a crash replay: the same offsets again, some cells already durable
+            events = [(1, o - 3, e) for _, o, e in events]
+        before = copy.deepcopy(dict(table))
+        batched = plan_batch(table.get, plan_latency, events, timestamp=1.8e9)
+        one_by_one = plan_batch(table.get, lambda *a: plan_latency(*a), events, timestamp=1.8e9)
+        assert dict(table) == before
+        assert dict(batched.writes) == dict(one_by_one.writes)
+        assert [k for k, _ in batched.writes if k.startswith(CELL_PREFIX)] \
+            == [k for k, _ in batched.writes][:len([k for k, _ in batched.writes
+                                                    if k.startswith(CELL_PREFIX)])]
+        assert sorted(batched.touched) == sorted(one_by_one.touched)
+        table.run(1, events[-1][1], batched)
