@@ -162,11 +162,15 @@ def to_series_input(
     projected: dict[str, np.ndarray] = {}
     for kind in {spec.projection(w) for w in range(max(1, len(spec.windows)))}:
         reduce = np.max if kind == "max" else np.mean
-        # A one-slice slab (every radiograph) is that slice: no reduction to pay for.
-        slabs = np.stack([arr[g[0]].astype(np.float32) if len(g) == 1
-                          else reduce(arr[g].astype(np.float32), axis=0) for g in groups])
-        slabs *= np.float32(slope)
-        slabs += np.float32(intercept)
+        slabs = np.empty((len(groups), *arr.shape[1:]), dtype=np.float32)
+        for i, g in enumerate(groups):
+            # A one-slice slab (every radiograph) is that slice, cast in the one copy made.
+            slabs[i] = arr[g[0]] if len(g) == 1 else reduce(arr[g].astype(np.float32), axis=0)
+        # Skipping an identity rescale changes no value; each pass costs a full-size sweep.
+        if slope != 1.0:
+            slabs *= np.float32(slope)
+        if intercept != 0.0:
+            slabs += np.float32(intercept)
         if not (_bounded_rescale(arr.dtype, slope, intercept) or np.isfinite(slabs).all()):
             raise InputRejected(Reason.PIXELS_UNREADABLE, "image contains non-finite values")
         projected[kind] = slabs
@@ -178,13 +182,15 @@ def to_series_input(
         windows = ((window_center, window_width),)
     invert = photometric.strip().upper() == "MONOCHROME1"
     out = np.empty((len(windows) * spec.slabs, spec.size, spec.size), dtype=np.float32)
+    scaled = np.empty(arr.shape[1:], dtype=np.float32)  # one scratch image, reused in place
     for w, (center, width) in enumerate(windows):
         lo = np.float32(center - width / 2.0)
         slabs = projected[spec.projection(w)]
         for s in range(spec.slabs):
-            scaled = (slabs[s] - lo) * np.float32(1.0 / width)
+            np.subtract(slabs[s], lo, out=scaled)
+            np.multiply(scaled, np.float32(1.0 / width), out=scaled)
             np.clip(scaled, 0.0, 1.0, out=scaled)
             if invert:
-                scaled = np.float32(1.0) - scaled
+                np.subtract(np.float32(1.0), scaled, out=scaled)
             out[w * spec.slabs + s] = _resize_area(scaled, spec.size, spec.size)
     return out
