@@ -88,7 +88,7 @@ def ratios(results: Sequence[Mapping[str, Any]], reference: str,
     p50 = half["latency_s"]["p50"] if half else None
     p99 = half["latency_s"]["p99"] if half else None
     soak = half.get("rss_growth") if half else None
-    plateau = half.get("rss_growth_after_horizon") if half else None
+    from_start = half.get("rss_growth_from_start") if half else None
     return {
         "radstream_over_triton_reference": _div(speed("radstream", reference),
                                                 speed("triton_alone", reference)),
@@ -101,7 +101,7 @@ def ratios(results: Sequence[Mapping[str, Any]], reference: str,
                                                speed("triton_alone", identity)),
         "half_load_p99_over_p50": _div(p99, p50),
         "soak_rss_growth": soak,
-        "soak_rss_growth_after_horizon": plateau,
+        "soak_rss_growth_from_start": from_start,
         "two_workers_over_one_reference": _div(speed("radstream", reference, 2),
                                                speed("radstream", reference)),
         "two_workers_over_one_identity": _div(speed("radstream", identity, 2),

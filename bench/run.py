@@ -45,19 +45,23 @@ class Plan:
     workers: tuple[int, ...]
     #: RADSTREAM_DEDUP_HORIZON_S and RADSTREAM_REVIEW_HORIZON_S of the radstream workers.
     horizon_s: float
+    #: (d) runs this long at half load before the soak's RSS window opens: per-study state
+    #: fills to rate x horizon, by design, and is first forgotten a quarter horizon later.
+    warmup_s: float = 0.0
 
 
 def plan(args: argparse.Namespace, reference: str, identity: str) -> Plan:
     if args.smoke:
         return Plan(sweep_s=0.5, naive_studies={reference: 20, identity: 20},
                     radstream_studies={reference: 40, identity: 40}, soak_s=3.0, pool=8,
-                    workers=(1,), horizon_s=args.horizon_s)
+                    workers=(1,), horizon_s=args.horizon_s, warmup_s=0.0)
     return Plan(sweep_s=args.sweep_s,
                 naive_studies={reference: args.naive_studies, identity: args.naive_studies},
                 radstream_studies={reference: args.studies, identity: args.identity_studies},
                 soak_s=args.soak_s, pool=args.pool,
                 workers=tuple(int(w) for w in args.workers.split(",")),
-                horizon_s=args.horizon_s)
+                horizon_s=args.horizon_s,
+                warmup_s=1.25 * args.horizon_s if args.warmup_s is None else args.warmup_s)
 
 
 class Window:
@@ -193,7 +197,7 @@ def horizon_env(horizon_s: float) -> dict[str, str]:
 
 def run_radstream(args: argparse.Namespace, triton: infra.Triton, model: str,
                   reference: str, pool: list[Path], root: Path, n: int, workers: int,
-                  soak_s: float | None) -> list[dict[str, Any]]:
+                  soak_s: float | None, warmup_s: float = 0.0) -> list[dict[str, Any]]:
     """(c) drain a backlog of `n` studies; then, when `soak_s` is set, (d) half that rate."""
     collector = Collector(args.bootstrap)
     procs = infra.start_workers(workers, bootstrap=args.bootstrap, triton_grpc=triton.grpc,
@@ -220,7 +224,7 @@ def run_radstream(args: argparse.Namespace, triton: infra.Triton, model: str,
         if soak_s:
             c["settle_s"] = settle(procs)
             results.append(half_load(args, triton, model, pool, procs, collector,
-                                     c["studies_per_s"] / 2, soak_s))
+                                     c["studies_per_s"] / 2, soak_s, warmup_s))
     finally:
         procs.stop()
         collector.close()
@@ -247,9 +251,10 @@ def settle(procs: infra.Workers, *, idle_share: float = 0.15, timeout_s: float =
 
 def half_load(args: argparse.Namespace, triton: infra.Triton, model: str, pool: list[Path],
               procs: infra.Workers, collector: Collector, rate: float,
-              soak_s: float) -> dict[str, Any]:
-    """(d) a paced publisher at `rate` for `soak_s`: latency, and the worker's RSS over time."""
-    uids, sent = fresh_uids(max(2, int(rate * soak_s))), Sent()
+              soak_s: float, warmup_s: float) -> dict[str, Any]:
+    """(d) a paced publisher at `rate` for `warmup_s` + `soak_s`: latency over all of it, and
+    the worker's RSS over time; its growth over the soak is measured after the warm-up."""
+    uids, sent = fresh_uids(max(2, int(rate * (warmup_s + soak_s)))), Sent()
     stop = threading.Event()
     publisher = threading.Thread(target=publish, args=(args.bootstrap, uids, pool, sent),
                                  kwargs={"rate_per_s": rate, "stop": stop}, daemon=True)
@@ -262,7 +267,7 @@ def half_load(args: argparse.Namespace, triton: infra.Triton, model: str, pool: 
     rss_start = procs.memory()[0]
     publisher.start()
     try:
-        outcome = collector.wait(set(uids), soak_s + args.timeout_s, Outcome(), tick)
+        outcome = collector.wait(set(uids), warmup_s + soak_s + args.timeout_s, Outcome(), tick)
     finally:
         stop.set()
         publisher.join(60)
@@ -271,12 +276,15 @@ def half_load(args: argparse.Namespace, triton: infra.Triton, model: str, pool: 
     rss_end = procs.memory()[0]
     return outcome_result("(d) radstream half load + soak", "radstream_half_load", model,
                           sent, outcome, stats, procs.memory()[1],
-                          f"paced at {rate:.1f}/s for {soak_s:.0f}s (the soak)",
-                          offered_per_s=rate, soak_s=soak_s, rss_start_bytes=rss_start,
-                          rss_end_bytes=rss_end, rss_growth=report.growth(rss_start, rss_end),
-                          # The state fills for a horizon and its first sweep (a quarter more).
-                          rss_growth_after_horizon=report.growth_after(
-                              window.rss_samples, 1.25 * args.horizon_s),
+                          f"paced at {rate:.1f}/s for {warmup_s:.0f}s of warm-up, then "
+                          f"{soak_s:.0f}s (the soak)",
+                          offered_per_s=rate, soak_s=soak_s, warmup_s=warmup_s,
+                          rss_start_bytes=rss_start, rss_end_bytes=rss_end,
+                          # The target: growth over the soak, once the state has filled.
+                          rss_growth=(report.growth_after(window.rss_samples, warmup_s)
+                                      if warmup_s else report.growth(rss_start, rss_end)),
+                          # Including the fill: what a worker's first horizon adds.
+                          rss_growth_from_start=report.growth(rss_start, rss_end),
                           rss_samples=window.rss_samples, workers=len(procs.procs))
 
 
@@ -295,10 +303,13 @@ def main(argv: list[str] | None = None) -> int:
                    help="(f) routine backlog ahead of 20 emergency studies")
     p.add_argument("--sweep-s", type=float, default=4.0, help="seconds per (a) sweep point")
     p.add_argument("--soak-s", type=float, default=60.0, help="(d) duration; 600 = full soak")
+    p.add_argument("--warmup-s", type=float,
+                   help="(d) at half load before the soak's RSS window (default: 1.25 x the "
+                        "horizon, the state's fill and its first forgetting; 0 in --smoke)")
     p.add_argument("--horizon-s", type=float, default=60.0,
                    help="the workers' dedup and review horizons (streams/horizon.py): short, so "
                         "the soak reaches the plateau of per-study state; the product's "
-                        "defaults (a day, 30 days) hold studies/s x horizon entries")
+                        "defaults (a day, 14 days) hold studies/s x horizon entries")
     p.add_argument("--pool", type=int, default=64, help="distinct DICOM images reused")
     p.add_argument("--workers", default="1", help="worker counts for (c), e.g. 1,2")
     p.add_argument("--timeout-s", type=float, default=300.0)
@@ -328,7 +339,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"[bench] {model}: (c) radstream, {w} worker(s)", flush=True)
                 soak = pl.soak_s if model == ref and w == 1 else None
                 scenarios.extend(run_radstream(args, triton, model, ref, pool, root,
-                                               pl.radstream_studies[model], w, soak))
+                                               pl.radstream_studies[model], w, soak,
+                                               pl.warmup_s))
         print(f"[bench] {ref}: (f) emergency studies behind a routine backlog", flush=True)
         backlog_result = run_backlog(args, triton, ref, pool, root, STATE,
                                      30 if args.smoke else args.backlog_studies,
@@ -344,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
               "plan": {"sweep_s": pl.sweep_s, "naive_studies": pl.naive_studies,
                        "radstream_studies": pl.radstream_studies, "soak_s": pl.soak_s,
                        "image_pool": pl.pool, "workers": list(pl.workers),
-                       "horizon_s": pl.horizon_s,
+                       "horizon_s": pl.horizon_s, "warmup_s": pl.warmup_s,
                        "full_soak": pl.soak_s >= 600},
               "bootstrap": args.bootstrap, "private_kafka": kafka is not None,
               "reference_model": ref, "identity_model": ident, "scenarios": scenarios,
