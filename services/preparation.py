@@ -9,6 +9,7 @@ study event, the read limits), and everything it raises pickles too (InputReject
 from __future__ import annotations
 
 import os
+import pickle
 import threading
 import time
 from dataclasses import dataclass
@@ -61,6 +62,31 @@ def load_and_preprocess(spec: ServiceSpec, study: dict[str, Any],
                              window_center=images.window_center,
                              window_width=images.window_width)
     return tensor, t1 - t0, time.perf_counter() - t1
+
+
+def load_and_preprocess_many(
+        spec: ServiceSpec, studies: list[dict[str, Any]],
+        limits: ReadLimits) -> list[tuple[np.ndarray, float, float] | Exception]:
+    """load_and_preprocess for each study, in one call: a chunk of a batch makes one round trip
+    to a worker process instead of one per study. A study that fails has its exception in its
+    place; the others go on."""
+    out: list[tuple[np.ndarray, float, float] | Exception] = []
+    for study in studies:
+        try:
+            out.append(load_and_preprocess(spec, study, limits))
+        except Exception as exc:
+            out.append(_picklable(exc))
+    return out
+
+
+def _picklable(exc: Exception) -> Exception:
+    """`exc`, or a RuntimeError naming it when it would not survive the trip back (one bad
+    exception must not fail the whole chunk's results)."""
+    try:
+        pickle.dumps(exc)
+    except Exception:
+        return RuntimeError(f"{type(exc).__name__}: {exc}")
+    return exc
 
 
 def exit_with_parent(parent: int, every_s: float = 1.0) -> None:

@@ -9,7 +9,6 @@ Finding with the reason instead of a model guess; a broken file or event gets a 
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 import time
@@ -22,7 +21,7 @@ import numpy as np
 
 from services.preparation import ReadLimits
 from services.triton.client import InferenceRejected, TritonModelClient
-from streams.agents.outcomes import Outbox, reject, take_events
+from streams.agents.outcomes import Outbox, reject, take_events, take_pipelined
 from streams.agents.prepare_pool import PreparePool
 from streams.app import (
     app,
@@ -89,34 +88,62 @@ def routed_here(event: faust.EventT) -> bool:
 
 async def infer_batch(spec: ServiceSpec, events: list[faust.EventT], *,
                       priority: bool = False) -> None:
+    prepared = await prepare_batch(spec, events, priority=priority)
+    await finish_batch(spec, prepared)
+
+
+@dataclass
+class PreparedBatch:
+    """A micro-batch read and preprocessed, with the outcomes of the studies that failed."""
+
+    outbox: Outbox
+    prepared: list[Prepared]
+
+
+async def prepare_batch(spec: ServiceSpec, events: list[faust.EventT], *,
+                        priority: bool = False) -> PreparedBatch:
     outbox = Outbox(f"radstream/service/{spec.id}")
     consumed_at = time.time()
-
-    async def prepare(event: faust.EventT) -> Prepared | None:
-        study: dict[str, Any] | None = None
+    parsed: list[tuple[faust.EventT, dict[str, Any]]] = []
+    for event in events:
+        if not routed_here(event):
+            continue
         try:
-            study = parse_study(event.message.value, max_bytes=settings.max_event_bytes)
-            tensor, fetch_s, prep_s = await _preparer.prepare(spec, study, priority=priority)
-            return Prepared(event, study, tensor, consumed_at, fetch_s, prep_s)
-        except InputRejected as exc:
-            if study is not None and exc.reason in TECHNICAL_DEFECTS:
-                body = finding_technical_defect(study, spec, exc.reason.value, utc_now_rfc3339(),
-                                                exc.detail)
-                await outbox.send(findings_topic, study["study_uid"], body)
-                metrics.findings.labels(service=spec.id, status="technical_defect").inc()
-            else:
-                await reject(outbox, deadletter_topic, metrics.deadletters, event, exc,
-                             service=spec.id)
+            parsed.append((event, parse_study(event.message.value,
+                                              max_bytes=settings.max_event_bytes)))
         except Exception as exc:  # one bad study must not take the batch (or the agent) down
-            await reject(outbox, deadletter_topic, metrics.deadletters, event, exc,
-                         service=spec.id)
-        return None
+            await _failed(spec, outbox, event, None, exc)
+    results = await _preparer.prepare_many(spec, [study for _, study in parsed],
+                                           priority=priority)
+    prepared: list[Prepared] = []
+    for (event, study), result in zip(parsed, results, strict=True):
+        if isinstance(result, Exception):
+            await _failed(spec, outbox, event, study, result)
+        else:
+            tensor, fetch_s, prep_s = result
+            prepared.append(Prepared(event, study, tensor, consumed_at, fetch_s, prep_s))
+    return PreparedBatch(outbox, prepared)
 
-    ours = [e for e in events if routed_here(e)]
-    prepared = [p for p in await asyncio.gather(*(prepare(e) for e in ours)) if p]
-    if prepared:
-        await run_model(spec, prepared, outbox)
-    await outbox.flush()
+
+async def _failed(spec: ServiceSpec, outbox: Outbox, event: faust.EventT,
+                  study: dict[str, Any] | None, exc: Exception) -> None:
+    """A technical defect of a study's images becomes its Finding; anything else about the
+    event or its files a DeadLetter."""
+    if isinstance(exc, InputRejected) and study is not None and exc.reason in TECHNICAL_DEFECTS:
+        body = finding_technical_defect(study, spec, exc.reason.value, utc_now_rfc3339(),
+                                        exc.detail)
+        await outbox.send(findings_topic, study["study_uid"], body)
+        metrics.findings.labels(service=spec.id, status="technical_defect").inc()
+    else:
+        await reject(outbox, deadletter_topic, metrics.deadletters, event, exc, service=spec.id)
+
+
+async def finish_batch(spec: ServiceSpec, batch: PreparedBatch) -> None:
+    """One Triton call for the batch, its Findings and Latency events, and every outcome of the
+    batch acknowledged by the broker."""
+    if batch.prepared:
+        await run_model(spec, batch.prepared, batch.outbox)
+    await batch.outbox.flush()
 
 
 async def run_model(spec: ServiceSpec, prepared: list[Prepared], outbox: Outbox) -> None:
@@ -171,10 +198,18 @@ def _make_agents(spec: ServiceSpec) -> None:
                                    measurement_output="")
     gate = PriorityGate()
 
+    async def prepare_routine(events: list[faust.EventT]) -> PreparedBatch:
+        await gate.routine_turn()
+        return await prepare_batch(spec, events)
+
+    async def finish(events: list[faust.EventT], batch: PreparedBatch) -> None:
+        await finish_batch(spec, batch)
+
     async def infer(stream: faust.StreamT[bytes]) -> None:
-        async for events in take_events(stream, settings.batch_max, settings.batch_within_s):
-            await gate.routine_turn()
-            await infer_batch(spec, events)
+        # Routine lanes carry the volume: the next batch is read and preprocessed while the
+        # previous one is inferred and published.
+        await take_pipelined(stream, settings.batch_max, settings.batch_within_s,
+                             prepare_routine, finish)
 
     async def infer_priority(stream: faust.StreamT[bytes]) -> None:
         async for events in take_events(stream, settings.batch_max, settings.batch_within_s):

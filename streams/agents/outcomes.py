@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Mapping
-from typing import Any, cast
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any, TypeVar, cast
 
 import faust
 import orjson
@@ -22,6 +22,8 @@ from streams.reasons import InputRejected, Reason
 from streams.schemas import EventKind, validate
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 _KIND_OF_TOPIC = {
     topics.FINDINGS.name: (EventKind.FINDING, topics.FINDINGS.event_type),
@@ -48,6 +50,41 @@ async def take_events(stream: faust.StreamT[bytes], max_: int,
         # Only reached when the consumer asks for the next batch, i.e. this one is done.
         for event in batch:
             await s.ack(event)
+
+
+async def take_pipelined(stream: faust.StreamT[bytes], max_: int, within: float,
+                         prepare: Callable[[list[faust.EventT]], Awaitable[T]],
+                         finish: Callable[[list[faust.EventT], T], Awaitable[None]]) -> None:
+    """Micro-batches in two stages that overlap: batch N+1 is prepared while batch N finishes.
+
+    An inference lane spends a batch's time first in the preprocessing processes, then in
+    Triton and the broker's acknowledgements, with the event loop and the processes each idle
+    half the time. Here `prepare` of the next batch runs while `finish` of the previous one
+    does. At most one `finish` is in flight, they run in batch order, and a batch is
+    acknowledged only once its `finish` returned (as with take_events: never without its
+    outcomes). On cancellation or an error, a batch whose `finish` did not return stays
+    unacknowledged and is redelivered.
+    """
+    s = cast(faust.Stream, stream)  # noack_take is missing from the StreamT interface
+    finishing: asyncio.Task[None] | None = None
+
+    async def finish_then_ack(batch: list[faust.EventT], prepared: T) -> None:
+        await finish(batch, prepared)
+        for event in batch:
+            await s.ack(event)
+
+    try:
+        async for events in s.noack_take(max_, within=within):
+            batch = cast(list[faust.EventT], list(events))
+            prepared = await prepare(batch)
+            if finishing is not None:
+                await finishing  # outcomes stay in batch order; its error stops the agent
+            finishing = asyncio.ensure_future(finish_then_ack(batch, prepared))
+        if finishing is not None:
+            await finishing
+    finally:
+        if finishing is not None and not finishing.done():
+            finishing.cancel()
 
 
 class Outbox:

@@ -117,3 +117,50 @@ def test_worker_processes_leave_when_their_worker_is_killed(tmp_path: Path) -> N
         time.sleep(0.1)
         alive = [p for p in children if _running(p)]
     assert not alive, f"orphaned worker processes {alive}"
+
+
+def test_a_batch_in_chunks_gives_each_study_its_own_result(pool: PreparePool, files: list[Path],
+                                                          tmp_path: Path) -> None:
+    """prepare_many sends a batch to the processes in chunks; a bad study's exception takes
+    its place and the others are prepared as one by one."""
+    spec = service("chest-xray")
+    outside = tmp_path / "elsewhere.dcm"
+    outside.write_bytes(files[0].read_bytes())
+    studies = [_study(files[0]), _study(outside), _study(files[1]), _study(files[2])]
+    results = asyncio.run(pool.prepare_many(spec, studies))
+    assert len(results) == 4
+    bad = results[1]
+    assert isinstance(bad, InputRejected) and bad.reason is Reason.FILE_OUTSIDE_ROOT
+    for study, result in zip(studies, results, strict=True):
+        if result is not bad:
+            assert not isinstance(result, Exception)
+            assert np.array_equal(result[0], load_and_preprocess(spec, study, pool.limits)[0])
+    assert asyncio.run(pool.prepare_many(spec, [])) == []
+
+
+def test_a_killed_worker_process_loses_no_study_of_a_chunked_batch(
+        pool: PreparePool, files: list[Path]) -> None:
+    spec = service("chest-xray")
+
+    async def scenario() -> list[Any]:
+        await pool.prepare(spec, _study(files[0]))
+        for pid in list(pool._pool._processes if pool._pool else {}):
+            os.kill(pid, signal.SIGKILL)
+        return await pool.prepare_many(spec, [_study(f) for f in files])
+
+    results = asyncio.run(scenario())
+    assert len(results) == len(files)
+    assert all(not isinstance(r, Exception) and r[0].shape == (1, 128, 128) for r in results)
+    assert pool.broken == 1
+
+
+def test_an_exception_that_would_not_pickle_comes_back_named() -> None:
+    from services.preparation import _picklable
+
+    class Local(Exception):  # defined in a function: pickle cannot find it by name
+        pass
+
+    back = _picklable(Local("bad header"))
+    assert isinstance(back, RuntimeError) and "Local: bad header" in str(back)
+    kept = InputRejected(Reason.FILE_OUTSIDE_ROOT, "x")
+    assert _picklable(kept) is kept
