@@ -17,7 +17,7 @@ import faust
 import orjson
 from faust.exceptions import PartitionsMismatch
 
-from streams.agents.outcomes import Outbox, reject, take_events
+from streams.agents.outcomes import Outbox, reject, take_pipelined
 from streams.agents.table_writes import current, forget_expired, write_stamped
 from streams.app import app, deadletter_topic, findings_topic, metrics, settings, studies_topic
 from streams.app import priority_topics as _priority_topics
@@ -81,7 +81,9 @@ async def remember(event: faust.EventT, study: dict[str, object]) -> None:
             await asyncio.sleep(0.5)
 
 
-async def route_batch(events: list[faust.EventT]) -> None:
+async def route_events(events: list[faust.EventT]) -> Outbox:
+    """Route a batch: every outcome sent, not yet acknowledged by the broker (the returned
+    Outbox's flush waits for that)."""
     outbox = Outbox("radstream/router")
     for event in events:
         metrics.studies_received.inc()
@@ -105,13 +107,19 @@ async def route_batch(events: list[faust.EventT]) -> None:
                 metrics.work_items.labels(service=spec.id).inc()
         except Exception as exc:  # bad input or a bug: a DeadLetter, never an agent crash
             await reject(outbox, deadletter_topic, metrics.deadletters, event, exc)
-    await outbox.flush()
     # Each partition's last event: it advances that partition's event time.
     for event in {e.message.partition: e for e in events}.values():
         forget_expired(fingerprints, horizon, event)
+    return outbox
+
+
+async def _flush(events: list[faust.EventT], outbox: Outbox) -> None:
+    await outbox.flush()
 
 
 @app.agent(studies_topic, name="router")
 async def router(stream: faust.StreamT[bytes]) -> None:
-    async for events in take_events(stream, settings.batch_max, settings.batch_within_s):
-        await route_batch(events)
+    # The next batch is routed while the broker acknowledges the last one's work items: a
+    # backlog ahead of an emergency study is passed sooner.
+    await take_pipelined(stream, settings.batch_max, settings.batch_within_s, route_events,
+                         _flush)
