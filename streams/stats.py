@@ -360,11 +360,7 @@ def plan_batch(get: Get, planner: Planner,
     events = list(events)
     if planner is plan_latency:  # the same plan, without a sketch copy per event
         batch = plan_latency_batch(get, events)
-        if timestamp is not None:
-            batch.writes = [(key, value if key.startswith(CELL_PREFIX)
-                             else stamp(value, events[-1][0], timestamp))
-                            for key, value in batch.writes]
-        return batch
+        return _stamped(batch, events[-1][0], timestamp) if events else batch
     overlay: dict[str, Any] = {}
 
     def view(key: str) -> Any:
@@ -379,9 +375,16 @@ def plan_batch(get: Get, planner: Planner,
             overlay[key] = value
             (cells if key.startswith(CELL_PREFIX) else seen)[key] = value
         touched.update(dict.fromkeys(plan.touched))
-    if timestamp is not None and seen:  # seen is only filled inside the loop
-        seen = {key: stamp(value, partition, timestamp) for key, value in seen.items()}
-    return Plan(writes=[*cells.items(), *seen.items()], touched=list(touched))
+    batch = Plan(writes=[*cells.items(), *seen.items()], touched=list(touched))
+    return _stamped(batch, events[-1][0], timestamp) if events else batch
+
+
+def _stamped(plan: Plan, partition: int, timestamp: float | None) -> Plan:
+    """`plan` with its seen entries stamped for the dedup horizon (cells are never forgotten)."""
+    if timestamp is not None:
+        plan.writes = [(key, value if key.startswith(CELL_PREFIX)
+                        else stamp(value, partition, timestamp)) for key, value in plan.writes]
+    return plan
 
 
 # --- roll-ups ------------------------------------------------------------------------------

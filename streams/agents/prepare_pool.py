@@ -58,19 +58,11 @@ class PreparePool:
 
     async def prepare(self, spec: ServiceSpec, study: dict[str, Any], *,
                       priority: bool = False) -> Prepared:
-        loop = asyncio.get_running_loop()
-        pool = self._pool
-        if priority or pool is None:
-            executor: Executor = self._priority if priority else self._threads
-            return await loop.run_in_executor(executor, load_and_preprocess, spec, study,
-                                              self.limits)
-        try:
-            return await loop.run_in_executor(pool, load_and_preprocess, spec, study,
-                                              self.limits)
-        except BrokenProcessPool:
-            self._replace(pool)
-            return await loop.run_in_executor(self._threads, load_and_preprocess, spec, study,
-                                              self.limits)
+        """One study; raises what reading or preprocessing it raised."""
+        result = (await self.prepare_many(spec, [study], priority=priority))[0]
+        if isinstance(result, Exception):
+            raise result
+        return result
 
     async def prepare_many(self, spec: ServiceSpec, studies: list[dict[str, Any]], *,
                            priority: bool = False) -> list[Prepared | Exception]:
