@@ -25,7 +25,7 @@ Each call deletes at most `per_call` entries (every tombstone is a changelog rec
 time can jump after a quiet night or a drained backlog, and deleting tens of thousands of
 entries at once would stall the event loop for seconds, which every study in flight would wait
 out. `per_call` is larger than what one micro-batch writes, so forgetting keeps up. The index
-costs about 100 bytes per entry.
+costs about 64 bytes per entry.
 """
 
 from __future__ import annotations
@@ -85,13 +85,7 @@ class Horizon:
                 items: Iterable[tuple[Any, Any]]) -> list[tuple[Any, dict[str, Any]]]:
         """(key, entry) of the entries stamped for `partition` more than a horizon before its
         event time. A list, not a generator: the caller deletes from the table it scanned."""
-        clock = self._clock.get(partition)
-        if clock is None:
-            return []
-        cutoff = clock - self.horizon_s
-        return [(key, value) for key, value in items
-                if isinstance(value, dict) and value.get(STAMP_PARTITION) == partition
-                and value.get(STAMP_TIME, math.inf) < cutoff]
+        return [(key, value) for key, value in items if self.is_expired(partition, value)]
 
     def is_expired(self, partition: int, value: Any) -> bool:
         """Whether `value` is an entry stamped for `partition` more than a horizon ago."""
