@@ -44,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     spec = dataclasses.replace(catalog.service("chest-xray"), model=args.model,
                                model_version="1")
     triton = grpcclient.InferenceServerClient(args.triton)
-    producer = Producer({"bootstrap.servers": args.bootstrap, "acks": "all"})
+    producer = Producer({"bootstrap.servers": args.bootstrap, "acks": "all",
+                         **topics.LIBRDKAFKA_PARTITIONER})
     consumer = Consumer({"bootstrap.servers": args.bootstrap,
                          "group.id": f"bench-naive-{uuid.uuid4().hex[:8]}",
                          "enable.auto.commit": True})

@@ -86,7 +86,7 @@ def publish(bootstrap: str, uids: Sequence[str], pool: Sequence[Path], sent: Sen
             priority: str = "routine") -> None:
     """Announce `uids` round-robin over the image pool: as fast as possible, or paced."""
     producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 2,
-                         "enable.idempotence": True})
+                         "enable.idempotence": True, **topics.LIBRDKAFKA_PARTITIONER})
     start = time.monotonic()
     for i, uid in enumerate(uids):
         if stop is not None and stop.is_set():

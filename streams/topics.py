@@ -45,6 +45,13 @@ WORK_SERVICES: tuple[str, ...] = tuple(s.id for s in catalog())
 PRIORITY_LANE_SERVICES: tuple[str, ...] = tuple(s.id for s in catalog() if s.priority_lane)
 
 
+#: librdkafka's partitioner for keyed records, merged into every confluent-kafka producer's
+#: settings. Faust (aiokafka) and Java clients place a key with murmur2; librdkafka's default
+#: (CRC32) places it elsewhere, and records that must meet in one partition would not: a study's
+#: Review (demo, reference centre tools) and its Finding (worker) share the quality join's entry.
+LIBRDKAFKA_PARTITIONER: dict[str, str] = {"partitioner": "murmur2_random"}
+
+
 #: Header naming the deployment (Faust app id) whose router made a work item. Work topics are
 #: shared by every deployment on a cluster (staging beside production, a second city), and each
 #: must run inference only on what its own router routed, or studies are processed twice.

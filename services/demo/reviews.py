@@ -103,12 +103,18 @@ def simulate_city_reviews(truths: Iterable[Any], cfg: ReviewConfig, *,
     return reviews
 
 
+def producer_config(bootstrap: str) -> dict[str, Any]:
+    """librdkafka settings of the review producer. The partitioner puts a study's Review in
+    the partition of its Finding, where the quality monitor's join entry lives."""
+    return {"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True,
+            "linger.ms": 5, **topics.LIBRDKAFKA_PARTITIONER}
+
+
 class ReviewPublisher:
     """Sends Review events; `flush()` returns how many the broker acknowledged."""
 
     def __init__(self, bootstrap: str, source: str = "radstream/demo/reviews") -> None:
-        self._producer = Producer({"bootstrap.servers": bootstrap, "acks": "all",
-                                   "enable.idempotence": True, "linger.ms": 5})
+        self._producer = Producer(producer_config(bootstrap))
         self._source = source
         self.delivered = 0
         self.failed = 0

@@ -19,7 +19,7 @@ from streams.cloudevents import ce_headers
 from streams.kafka_security import KafkaSecurity
 from streams.origin import intake_topic
 from streams.schemas import EventKind, validate
-from streams.topics import STUDIES
+from streams.topics import LIBRDKAFKA_PARTITIONER, STUDIES
 
 #: librdkafka's own log lines (one per failed connect, …) go here: quiet unless the application
 #: configures logging; the publisher reports the last broker error itself.
@@ -70,6 +70,7 @@ def _config(bootstrap: str, compression: str, extra: dict[str, Any] | None) -> d
         "acks": "all",
         "linger.ms": 5,
         "compression.type": compression,
+        **LIBRDKAFKA_PARTITIONER,
         **(extra or {}),
     }
 
