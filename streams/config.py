@@ -49,7 +49,8 @@ class Settings:
     #: of the batch's events it folds in.
     stats_batch_max: int = 512
     stats_batch_within_s: float = 0.5
-    #: How long the producer gathers records into one request (Faust's producer_linger).
+    #: How long the producers gather records into one request (Faust's producer_linger and
+    #: the outcome producer's linger.ms).
     producer_linger_s: float = 0.005
     #: Worker processes decoding DICOM and preprocessing pixels beside the event loop (0: do it
     #: in `preprocess_threads` threads of the worker process instead, under its GIL).
