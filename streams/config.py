@@ -49,8 +49,7 @@ class Settings:
     #: of the batch's events it folds in.
     stats_batch_max: int = 512
     stats_batch_within_s: float = 0.5
-    #: How long the producers gather records into one request (Faust's producer_linger and
-    #: the outcome producer's linger.ms).
+    #: How long the producer gathers records into one request (Faust's producer_linger).
     producer_linger_s: float = 0.005
     #: Worker processes decoding DICOM and preprocessing pixels beside the event loop (0: do it
     #: in `preprocess_threads` threads of the worker process instead, under its GIL).

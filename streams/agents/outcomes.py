@@ -16,8 +16,6 @@ import orjson
 from prometheus_client import Counter
 
 from streams import topics
-from streams.agents.outcome_producer import Delivery, OutcomeProducer, producer_config
-from streams.app import settings
 from streams.cloudevents import ce_headers, utc_now_rfc3339
 from streams.events import deadletter
 from streams.reasons import InputRejected, Reason
@@ -90,50 +88,30 @@ async def take_pipelined(stream: faust.StreamT[bytes], max_: int, within: float,
 
 
 class Outbox:
-    """Collects sends for one batch; `flush()` waits until the broker acknowledged all of them.
-
-    Records go out through the worker's librdkafka producer (streams/agents/outcome_producer.py)
-    in the order they were sent; one Delivery tracks the acknowledgements of the batch."""
+    """Collects sends for one batch; `flush()` waits until the broker acknowledged all of them."""
 
     def __init__(self, source: str) -> None:
         self._source = source
-        self._delivery: Delivery | None = None
+        self._pending: list[Awaitable[Any]] = []
 
     async def send(self, topic: faust.TopicT, key: str, body: Mapping[str, Any]) -> None:
         kind, ce_type = _KIND_OF_TOPIC[topic.get_topic_name()]
         # Every event we produce must match the published contract; a bug here must fail loudly.
         validate(kind, body)
-        await self._produce(topic.get_topic_name(), key.encode(), orjson.dumps(body),
-                            ce_headers(ce_type, self._source))
+        fut = await topic.send(key=key.encode(), value=orjson.dumps(body),
+                               headers=ce_headers(ce_type, self._source), force=True)
+        self._pending.append(fut)
 
     async def forward(self, topic: faust.TopicT, key: str, value: bytes,
                       headers: list[tuple[str, bytes]] | None = None) -> None:
         """Send an internal record (a work item) as is: no contract event, no CloudEvents."""
-        await self._produce(topic.get_topic_name(), key.encode(), value, headers)
-
-    async def _produce(self, topic: str, key: bytes, value: bytes,
-                       headers: list[tuple[str, bytes]] | None) -> None:
-        if self._delivery is None:
-            self._delivery = Delivery(asyncio.get_running_loop())
-        await shared_producer().produce(self._delivery, topic, key, value, headers)
+        self._pending.append(await topic.send(key=key.encode(), value=value, headers=headers,
+                                              force=True))
 
     async def flush(self) -> None:
-        delivery, self._delivery = self._delivery, None
-        if delivery is not None:
-            await delivery.wait()
-
-
-_shared: OutcomeProducer | None = None
-
-
-def shared_producer() -> OutcomeProducer:
-    """The worker's outcome producer, started on first use (in the worker, not at import)."""
-    global _shared
-    if _shared is None:
-        _shared = OutcomeProducer(producer_config(
-            settings.kafka, f"{settings.app_id}-outcomes", settings.producer_linger_s,
-            settings.kafka_security.librdkafka(), topics.LIBRDKAFKA_PARTITIONER))
-    return _shared
+        pending, self._pending = self._pending, []
+        if pending:
+            await asyncio.gather(*pending)
 
 
 async def reject(outbox: Outbox, topic: faust.TopicT, counter: Counter, event: faust.EventT,

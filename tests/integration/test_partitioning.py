@@ -1,10 +1,9 @@
 """Every radstream producer puts a study's records in the partition the worker expects.
 
-The worker (Faust, aiokafka) places a keyed record with murmur2; the hospital publisher, the
-review producer and the worker's own outcome producer use librdkafka, whose default partitioner
-places keys elsewhere. The quality monitor joins a study's Review with its Finding in one
-partition's table entry, so each librdkafka producer must agree with aiokafka, key for key, on
-a real broker.
+The worker (Faust, aiokafka) places a keyed record with murmur2; the hospital publisher and the
+review producer use librdkafka, whose default partitioner places keys elsewhere. The quality
+monitor joins a study's Review with its Finding in one partition's table entry, so each
+librdkafka producer must agree with aiokafka, key for key, on a real broker.
 """
 
 from __future__ import annotations
@@ -21,7 +20,6 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from services.demo.reviews import producer_config as review_config
 from services.publisher.producer import _config as publisher_config
 from streams import topics
-from streams.agents.outcome_producer import producer_config as outcome_config
 
 pytestmark = pytest.mark.integration
 
@@ -61,8 +59,6 @@ def worker_partition(key: bytes) -> int:
 CONFIGS: dict[str, Callable[[str], dict[str, Any]]] = {
     "hospital publisher": lambda b: publisher_config(b, "none", None),
     "review producer": review_config,
-    "worker outcomes": lambda b: outcome_config(b, "test", 0.005, {},
-                                                topics.LIBRDKAFKA_PARTITIONER),
 }
 
 
