@@ -135,7 +135,8 @@ def test_plain_kcat_producer_follows_the_contract(tmp_path: Path) -> None:
     line = orjson.dumps(event)
     validate(EventKind.STUDY_ANNOUNCED, event)
     since = end_offsets()
-    subprocess.run(["kcat", "-P", "-b", BOOTSTRAP, "-t", STUDIES.name, "-k", uid],
+    subprocess.run(["kcat", "-P", "-b", BOOTSTRAP, "-X", "partitioner=murmur2_random",
+                    "-t", STUDIES.name, "-k", uid],
                    input=line + b"\n", check=True, timeout=30)
     found = read_back(since, {uid})
     assert uid in found
