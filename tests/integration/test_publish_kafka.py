@@ -16,7 +16,7 @@ from pydicom.uid import generate_uid as pydicom_uid
 
 from services.publisher import publish_path, register
 from streams.schemas import EventKind, validate
-from streams.topics import STUDIES
+from streams.topics import LIBRDKAFKA_PARTITIONER, STUDIES
 from tests.unit.test_announce import PHI, write_instance
 
 pytestmark = pytest.mark.integration
@@ -135,8 +135,9 @@ def test_plain_kcat_producer_follows_the_contract(tmp_path: Path) -> None:
     line = orjson.dumps(event)
     validate(EventKind.STUDY_ANNOUNCED, event)
     since = end_offsets()
-    subprocess.run(["kcat", "-P", "-b", BOOTSTRAP, "-X", "partitioner=murmur2_random",
-                    "-t", STUDIES.name, "-k", uid],
+    partitioner = "partitioner=" + LIBRDKAFKA_PARTITIONER["partitioner"]
+    subprocess.run(["kcat", "-P", "-b", BOOTSTRAP, "-X", partitioner, "-t", STUDIES.name,
+                    "-k", uid],
                    input=line + b"\n", check=True, timeout=30)
     found = read_back(since, {uid})
     assert uid in found
