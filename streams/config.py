@@ -51,6 +51,9 @@ class Settings:
     stats_batch_within_s: float = 0.5
     #: How long the producer gathers records into one request (Faust's producer_linger).
     producer_linger_s: float = 0.005
+    #: How long one broker fetch waits for new records (Faust fixes 1.5 s; streams/fetch_wait.py
+    #: says why a busy worker needs a short one).
+    fetch_max_wait_s: float = 0.1
     #: Worker processes decoding DICOM and preprocessing pixels beside the event loop (0: do it
     #: in `preprocess_threads` threads of the worker process instead, under its GIL).
     preprocess_processes: int = 2
@@ -134,6 +137,7 @@ class Settings:
                                             str(d.stats_batch_within_s))),
             producer_linger_s=float(_env("RADSTREAM_PRODUCER_LINGER_S",
                                          str(d.producer_linger_s))),
+            fetch_max_wait_s=float(_env("RADSTREAM_FETCH_MAX_WAIT_S", str(d.fetch_max_wait_s))),
             preprocess_processes=int(_env("RADSTREAM_PREPROCESS_PROCESSES",
                                           str(d.preprocess_processes))),
             preprocess_threads=int(_env("RADSTREAM_PREPROCESS_THREADS", str(d.preprocess_threads))),
