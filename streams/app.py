@@ -105,19 +105,6 @@ async def tune_gc() -> None:
 
 
 @app.task
-async def widen_producer_buffer() -> None:
-    """Let a batch's table writes queue for the producer without stalling intake.
-
-    Table writes wait in Faust's producer buffer; above `max_messages` (Faust: 100) the
-    worker stops handing fetched records to every agent until 100 of them are sent. One
-    aggregator batch writes hundreds (a seen entry per event, its cells, the entries it
-    forgets), so at half load intake stalled about four times a second, 25 ms each (round 7).
-    The buffer drains on its own; offsets are committed only after it is flushed.
-    """
-    app.producer.buffer.max_messages = settings.producer_buffer_max
-
-
-@app.task
 async def serve_metrics() -> None:
     start_http_server(settings.metrics_port, addr=settings.bind_host, registry=registry)
     log.info("metrics: http://%s:%d/metrics", settings.bind_host, settings.metrics_port)

@@ -51,9 +51,6 @@ class Settings:
     stats_batch_within_s: float = 0.5
     #: How long the producer gathers records into one request (Faust's producer_linger).
     producer_linger_s: float = 0.005
-    #: Table (changelog) writes Faust may hold for its producer before it stops handing records
-    #: to the agents until they drain (Faust's default is 100; see streams/app.py).
-    producer_buffer_max: int = 5000
     #: How long one broker fetch waits for new records (Faust fixes 1.5 s; streams/fetch_wait.py
     #: says why a busy worker needs a short one).
     fetch_max_wait_s: float = 0.1
@@ -140,8 +137,6 @@ class Settings:
                                             str(d.stats_batch_within_s))),
             producer_linger_s=float(_env("RADSTREAM_PRODUCER_LINGER_S",
                                          str(d.producer_linger_s))),
-            producer_buffer_max=int(_env("RADSTREAM_PRODUCER_BUFFER_MAX",
-                                         str(d.producer_buffer_max))),
             fetch_max_wait_s=float(_env("RADSTREAM_FETCH_MAX_WAIT_S", str(d.fetch_max_wait_s))),
             preprocess_processes=int(_env("RADSTREAM_PREPROCESS_PROCESSES",
                                           str(d.preprocess_processes))),
