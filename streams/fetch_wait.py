@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 class ShortFetchThread(faust_aiokafka.AIOKafkaConsumerThread):
     """Faust's consumer thread, creating its aiokafka consumer with `fetch_max_wait_ms`."""
 
-    fetch_max_wait_ms: int = 1500  # Faust's own value; install() sets the one in use
+    fetch_max_wait_ms: int = 1500  # Faust's own value; short_fetch() sets the one in use
 
     def _create_worker_consumer(self, transport: Any) -> aiokafka.AIOKafkaConsumer:
         consumer = super()._create_worker_consumer(transport)
@@ -43,11 +43,11 @@ def short_fetch(consumer_cls: type[faust_aiokafka.Consumer],
                 max_wait_s: float) -> type[faust_aiokafka.Consumer]:
     """`consumer_cls` whose consumer thread fetches with a max wait of `max_wait_s`."""
     wait_ms = max(1, round(max_wait_s * 1000))
-    thread_cls = type("ShortFetchThread", (ShortFetchThread,),
-                      {"__module__": __name__, "fetch_max_wait_ms": wait_ms})
 
     def _new_consumer_thread(self: faust_aiokafka.Consumer) -> ShortFetchThread:
-        return cast(ShortFetchThread, thread_cls(self, loop=self.loop, beacon=self.beacon))
+        thread = ShortFetchThread(self, loop=self.loop, beacon=self.beacon)
+        thread.fetch_max_wait_ms = wait_ms
+        return thread
 
     name = f"ShortFetch{consumer_cls.__name__}"
     return type(name, (consumer_cls,), {"__module__": __name__, "__qualname__": name,

@@ -67,6 +67,6 @@ async def test_install_refuses_a_consumer_that_exists_already() -> None:
 def test_install_touches_only_its_own_app() -> None:
     app, other = _app(), _app()
     fetch_wait.install(app, 0.1)
-    assert issubclass(app.transport.Consumer, fetch_wait.faust_aiokafka.Consumer)
+    assert issubclass(app.transport.Consumer, AIOKafkaDriverConsumer)
     assert app.transport.Consumer is not other.transport.Consumer
-    assert other.transport.Consumer is fetch_wait.faust_aiokafka.Consumer
+    assert other.transport.Consumer is AIOKafkaDriverConsumer
