@@ -42,10 +42,10 @@ from services.publisher.cli import build_announcements
 from services.publisher.producer import StudyPublisher
 from services.synth.faults import DeviceFault
 from services.synth.generate import StudyTruth, generate_studies
-from streams import topics
-from streams.auc import roc_auc
-from streams.cloudevents import utc_now_rfc3339
-from streams.config import REPO_ROOT, Settings
+from streams.analytics.auc import roc_auc
+from streams.contract import topics
+from streams.contract.cloudevents import utc_now_rfc3339
+from streams.settings import REPO_ROOT, Settings
 
 RESULTS = REPO_ROOT / "bench" / "results" / "drift.json"
 

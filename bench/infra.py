@@ -16,9 +16,9 @@ from pathlib import Path
 
 from bench import probes
 from bench.traffic import start_group_at_end
-from streams import topics
-from streams.catalog import service
-from streams.config import REPO_ROOT
+from streams.contract import topics
+from streams.contract.catalog import service
+from streams.settings import REPO_ROOT
 
 #: Private Triton ports (clear of the shared server's 8000-8002 and the chaos suite's 18000+).
 TRITON_HTTP, TRITON_GRPC, TRITON_METRICS = 28000, 28001, 28002

@@ -23,12 +23,12 @@ import orjson
 import tritonclient.grpc as grpcclient
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from services.dicom_io import read_image, resolve_uri
-from streams import catalog, topics
-from streams.cloudevents import ce_headers, utc_now_rfc3339
-from streams.events import finding_ok
-from streams.preprocess import to_model_input
-from streams.schemas import EventKind, validate
+from streams.contract import catalog, topics
+from streams.contract.cloudevents import ce_headers, utc_now_rfc3339
+from streams.contract.events import finding_ok
+from streams.contract.schemas import EventKind, validate
+from streams.imaging.dicom_io import read_image, resolve_uri
+from streams.imaging.preprocess import to_model_input
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,8 +26,8 @@ from bench.backlog import describe as describe_backlog
 from bench.backlog import run_backlog
 from bench.traffic import Collector, Outcome, Sent, fresh_uids, image_pool, publish
 from bench.triton_alone import prepared_tensors, sweep
-from streams.catalog import service
-from streams.config import REPO_ROOT
+from streams.contract.catalog import service
+from streams.settings import REPO_ROOT
 
 RESULTS = REPO_ROOT / "bench" / "results"
 STATE = REPO_ROOT / ".state" / "bench"
@@ -307,7 +307,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="(d) at half load before the soak's RSS window (default: 1.25 x the "
                         "horizon, the state's fill and its first forgetting; 0 in --smoke)")
     p.add_argument("--horizon-s", type=float, default=60.0,
-                   help="the workers' dedup and review horizons (streams/horizon.py): short, so "
+                   help="the workers' dedup and review horizons (streams/rules/horizon.py): "
+                        "short, so "
                         "the soak reaches the plateau of per-study state; the product's "
                         "defaults (a day, 14 days) hold studies/s x horizon entries")
     p.add_argument("--pool", type=int, default=64, help="distinct DICOM images reused")

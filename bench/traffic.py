@@ -19,8 +19,8 @@ import orjson
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from services.synth.generate import generate_studies
-from streams import topics
-from streams.cloudevents import utc_now_rfc3339
+from streams.contract import topics
+from streams.contract.cloudevents import utc_now_rfc3339
 
 #: Hospital id on every benchmark study: the city statistics can tell them apart.
 BENCH_HOSPITAL = "BENCH"

@@ -14,8 +14,8 @@ import numpy as np
 import tritonclient.grpc.aio as grpcclient
 
 from bench.report import percentiles
-from services.dicom_io import read_image
-from streams.preprocess import to_model_input
+from streams.imaging.dicom_io import read_image
+from streams.imaging.preprocess import to_model_input
 
 #: (studies per request, requests in flight); (1, 1) is the unbatched sequential client.
 SWEEP: tuple[tuple[int, int], ...] = ((1, 1), (1, 16), (8, 8), (32, 4), (64, 4))

@@ -13,9 +13,10 @@ import logging
 import faust
 from prometheus_client import CollectorRegistry, start_http_server
 
-from streams import catalog, consumer_guard, fetch_wait, topics
-from streams.config import Settings
+from streams.contract import catalog, topics
+from streams.kafka import consumer_guard, fetch_wait
 from streams.metrics import create_metrics
+from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 #: Labels any radstream metric may carry. The metric-naming test enforces this list.
 ALLOWED_LABELS = frozenset({"service", "status", "stage", "priority", "reason", "model",
-                            # topic: names come from streams/topics.py, a small fixed set.
+                            # topic: names come from streams/contract/topics.py, a small fixed set.
                             "topic",
                             # finding: catalogued finding codes; kind: quality alert kinds.
                             "finding", "kind"})

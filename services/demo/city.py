@@ -38,10 +38,10 @@ from services.synth.city import (
     expected_outcomes,
     generate_city,
 )
-from streams import topics
-from streams.auc import roc_auc
-from streams.catalog import NOT_APPLICABLE_SERVICE, catalog
-from streams.cloudevents import utc_now_rfc3339
+from streams.analytics.auc import roc_auc
+from streams.contract import topics
+from streams.contract.catalog import NOT_APPLICABLE_SERVICE, catalog
+from streams.contract.cloudevents import utc_now_rfc3339
 
 
 @dataclass(frozen=True)

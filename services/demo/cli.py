@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from streams.config import Settings
+from streams.settings import Settings
 
 
 def run(args: argparse.Namespace) -> int:

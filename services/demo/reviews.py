@@ -26,9 +26,9 @@ import orjson
 from confluent_kafka import Producer
 
 from services.synth.generate import StudyTruth
-from streams import topics
-from streams.cloudevents import ce_headers, utc_now_rfc3339
-from streams.schemas import EventKind, validate
+from streams.contract import topics
+from streams.contract.cloudevents import ce_headers, utc_now_rfc3339
+from streams.contract.schemas import EventKind, validate
 
 #: The service and finding code the phantom generator plants ground truth for.
 CHEST_SERVICE = "chest-xray"
@@ -157,7 +157,7 @@ def publish_reviews(bootstrap: str, reviews: Iterable[dict[str, Any]]) -> int:
 def run(args: argparse.Namespace) -> int:
     """`radstream reviews FOLDER`: review a sample of the studies a `radstream synth` wrote."""
     from services.synth.generate import load_ground_truth
-    from streams.config import Settings
+    from streams.settings import Settings
 
     cfg = ReviewConfig(sample_fraction=args.fraction, disagreement_rate=args.disagreement,
                        seed=args.seed)

@@ -2,7 +2,7 @@
 
 Who may do what is a pure plan (`plan()`, unit-tested without a broker); `apply()` creates it with
 confluent-kafka's AdminClient as a super user (RADSTREAM_KAFKA_* environment, see
-streams/kafka_security.py). Creating an ACL that exists is a no-op, so this is idempotent.
+streams/kafka/security.py). Creating an ACL that exists is a no-op, so this is idempotent.
 
 Principals (SCRAM user names; the Kafka principal is `User:<name>`):
 - `hospital-<id>`: WRITE on its own intake topics only (`radiology.intake.<id>.` PREFIXED).
@@ -32,9 +32,9 @@ from confluent_kafka.admin import (
     ResourceType,
 )
 
-from streams import topics
-from streams.kafka_security import KafkaSecurity
-from streams.origin import INTAKE_PREFIX, intake_acl_prefix, intake_topic
+from streams.contract import topics
+from streams.kafka.security import KafkaSecurity
+from streams.rules.origin import INTAKE_PREFIX, intake_acl_prefix, intake_topic
 
 Resource = Literal["topic", "group"]
 Pattern = Literal["literal", "prefixed"]

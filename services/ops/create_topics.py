@@ -11,7 +11,7 @@ import sys
 
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from streams.topics import all_topics
+from streams.contract.topics import all_topics
 
 
 def create_topics(bootstrap: str) -> list[str]:

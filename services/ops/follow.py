@@ -15,7 +15,7 @@ from typing import Any, cast
 import orjson
 from confluent_kafka import Consumer, TopicPartition
 
-from streams import topics
+from streams.contract import topics
 
 OUTCOME_TOPICS = (topics.FINDINGS, topics.LATENCY, topics.DEADLETTER)
 

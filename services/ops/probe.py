@@ -16,8 +16,8 @@ import orjson
 from confluent_kafka import Producer
 
 from services.ops.follow import OutcomeReader
-from streams import topics
-from streams.cloudevents import utc_now_rfc3339
+from streams.contract import topics
+from streams.contract.cloudevents import utc_now_rfc3339
 
 PROBE_HOSPITAL = "PROBE"
 

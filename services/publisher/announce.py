@@ -14,7 +14,7 @@ from typing import Any
 
 from services.publisher.pseudonym import Pseudonymizer
 from services.publisher.scan import InstanceHeader, SeriesGroup, StudyGroup
-from streams.cloudevents import parse_rfc3339, utc_now_rfc3339
+from streams.contract.cloudevents import parse_rfc3339, utc_now_rfc3339
 
 PRIORITIES = ("routine", "urgent", "emergency")
 #: Modality codes the contract knows; anything else is announced as OT (other).

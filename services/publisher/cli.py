@@ -20,8 +20,8 @@ from services.publisher.announce import PRIORITIES, build_announcement, sanitize
 from services.publisher.producer import PublishReport, StudyPublisher
 from services.publisher.pseudonym import Pseudonymizer, load_key_from_env
 from services.publisher.scan import ScanStats, StudyGroup, group_instances, scan_tree
-from streams.kafka_security import KafkaSecurity
-from streams.schemas import EventKind, SchemaViolation, validate
+from streams.contract.schemas import EventKind, SchemaViolation, validate
+from streams.kafka.security import KafkaSecurity
 
 #: A progress line goes to stderr after this many studies.
 PROGRESS_EVERY = 100

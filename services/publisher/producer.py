@@ -15,11 +15,11 @@ from typing import Any
 import orjson
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from streams.cloudevents import ce_headers
-from streams.kafka_security import KafkaSecurity
-from streams.origin import intake_topic
-from streams.schemas import EventKind, validate
-from streams.topics import LIBRDKAFKA_PARTITIONER, STUDIES
+from streams.contract.cloudevents import ce_headers
+from streams.contract.schemas import EventKind, validate
+from streams.contract.topics import LIBRDKAFKA_PARTITIONER, STUDIES
+from streams.kafka.security import KafkaSecurity
+from streams.rules.origin import intake_topic
 
 #: librdkafka's own log lines (one per failed connect, …) go here: quiet unless the application
 #: configures logging; the publisher reports the last broker error itself.

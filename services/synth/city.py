@@ -32,8 +32,8 @@ from pydicom.uid import generate_uid
 from services.synth.phantoms.base import Phantom, ellipse, grid, to_stored
 from services.synth.phantoms.registry import available_services, phantom_module
 from services.synth.series_writer import SeriesHeader, Slice, series_path, write_series
-from streams.catalog import NOT_APPLICABLE_SERVICE, ServiceSpec, catalog, service
-from streams.reasons import Reason
+from streams.contract.catalog import NOT_APPLICABLE_SERVICE, ServiceSpec, catalog, service
+from streams.contract.reasons import Reason
 
 #: The real city's load: 80,000 studies a week, as a mean rate (0.1323 studies/s). ``times_real``
 #: multiplies this; the day curve shapes it (peak hours run about 1.8x the mean).
@@ -46,7 +46,7 @@ NOT_APPLICABLE = "not_applicable"
 OK = "ok"
 TECHNICAL_DEFECT = "technical_defect"
 
-#: The technical defects the simulator plants (reason codes of streams/reasons.py).
+#: The technical defects the simulator plants (reason codes of streams/contract/reasons.py).
 DEFECT_KINDS: tuple[Reason, ...] = (
     Reason.BODY_PART_MISMATCH, Reason.SERIES_INCOMPLETE, Reason.PIXELS_UNREADABLE,
     Reason.GEOMETRY_IMPLAUSIBLE, Reason.CONTRAST_INVERTED)
@@ -314,7 +314,7 @@ class CityTruth:
     modality: str
     body_part: str
     priority: str
-    #: Technical defect reason code (streams.reasons.Reason value), or None.
+    #: Technical defect reason code (streams.contract.reasons.Reason value), or None.
     defect: str | None
     #: Finding code -> planted; empty when the image shows no service's anatomy (not applicable,
     #: body_part_mismatch).
@@ -342,7 +342,7 @@ class CityTruth:
 
 def expected_outcomes(truth: CityTruth) -> dict[str, str]:
     """The pipeline outcome each service should report for a study, from what was planted
-    (deliberately not from streams.routing, so routing bugs show up as mismatches)."""
+    (deliberately not from streams.rules.routing, so routing bugs show up as mismatches)."""
     if truth.service == NOT_APPLICABLE_SERVICE:
         return {NOT_APPLICABLE_SERVICE: NOT_APPLICABLE}
     if truth.defect:

@@ -19,7 +19,7 @@ from pydicom.uid import (
     ExplicitVRLittleEndian,
 )
 
-from streams.preprocess import robust_window
+from streams.imaging.preprocess import robust_window
 
 #: Detector pitch written to PixelSpacing / ImagerPixelSpacing (mm); 512 px ~ 36 cm field.
 PIXEL_SPACING_MM = 0.7

@@ -20,7 +20,7 @@ from enum import StrEnum
 
 import numpy as np
 
-from streams.preprocess import ROBUST_PERCENTILES
+from streams.imaging.preprocess import ROBUST_PERCENTILES
 
 
 class DeviceFault(StrEnum):

@@ -25,8 +25,8 @@ import pydicom
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, JPEG2000Lossless
 
 from services.synth.dicom_writer import write_cxr_dicom
-from streams import topics
-from streams.reasons import Reason
+from streams.contract import topics
+from streams.contract.reasons import Reason
 
 #: Pixel Data (7FE0,0010) tag as it appears in a little-endian stream.
 _PIXEL_DATA_TAG = b"\xe0\x7f\x10\x00"

@@ -2,7 +2,7 @@
 slice, the way a modality would send it to PACS.
 
 Why real, per-slice DICOM: the worker reads multi-slice series through the production reader
-(:mod:`services.dicom_io`) and checks their geometry (InstanceNumber, ImagePositionPatient z,
+(:mod:`streams.imaging.dicom_io`) and checks their geometry (InstanceNumber, ImagePositionPatient z,
 PixelSpacing, slice spacing) before inference, so the simulator must exercise exactly those tags.
 
 Layout: ``<root>/<hospital>/<study_uid>/<series_uid>/<n>.dcm`` with ``n`` = InstanceNumber

@@ -31,7 +31,7 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-from streams.auc import roc_auc
+from streams.analytics.auc import roc_auc
 
 ONNX_OPSET = 17
 #: Gaussian scales (px of the model input) whose differences give the two band-pass maps.

@@ -29,8 +29,8 @@ import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 from services.synth.cxr_phantom import render_chest_xray
-from streams.auc import roc_auc
-from streams.preprocess import MODEL_INPUT_SIZE, to_model_input
+from streams.analytics.auc import roc_auc
+from streams.imaging.preprocess import MODEL_INPUT_SIZE, to_model_input
 
 MODEL_NAME = "cxr_lesion"
 MODEL_VERSION = "1"
@@ -428,7 +428,7 @@ CHEST). Output is a study-level score; no localisation.
 ## Inputs and outputs (Triton / ONNX)
 | name | type | shape (per item) | meaning |
 |---|---|---|---|
-| `image` | FP32 | [1, 128, 128] | output of `streams.preprocess.to_model_input` (below) |
+| `image` | FP32 | [1, 128, 128] | output of `streams.imaging.preprocess.to_model_input` (below) |
 | `lesion_score` | FP32 | [1] | probability-like score in [0, 1]; positive when `>= threshold` |
 
 `to_model_input`: apply RescaleSlope/Intercept, map the DICOM window (first value; the

@@ -4,7 +4,8 @@ Why one generic trainer: every service's model is the same fixed ONNX feature ba
 closed-form head (see :mod:`services.training.feature_model`), so a service only contributes
 its phantom generator (``services.synth.phantoms.<id>``) and its catalog entry (preprocessing,
 tensor names, finding order). The trainer renders phantoms with a fixed seed, runs exactly the
-worker's :func:`streams.preprocess.to_series_input`, fits, chooses each finding's threshold on
+worker's :func:`streams.imaging.preprocess.to_series_input`, fits, chooses each finding's threshold
+on
 training data (Youden on cross-validated scores), measures AUC/sensitivity/specificity on
 held-out phantoms of another seed, and writes the Triton model (config.pbtxt, model.onnx and the
 generic Python-backend runner as model.py) plus the JSON and Markdown model cards.
@@ -33,12 +34,11 @@ import numpy as np
 import onnx
 
 from services.training import feature_model as fm
-from streams.auc import roc_auc
-from streams.catalog import load_catalog
-from streams.preprocess import PreprocessSpec, to_series_input
+from streams.analytics.auc import roc_auc
+from streams.contract.catalog import CATALOG_FILE, load_catalog
+from streams.imaging.preprocess import PreprocessSpec, to_series_input
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-CATALOG = REPO_ROOT / "services" / "catalog.toml"
 DEFAULT_OUT = REPO_ROOT / "services" / "triton"
 RUNNER = REPO_ROOT / "services" / "triton" / "backend" / "onnx_runner.py"
 AUC_TARGET = 0.9
@@ -60,8 +60,8 @@ class ServiceEntry:
     findings: tuple[str, ...]
 
 
-def catalog_entry(service_id: str, catalog_path: Path = CATALOG) -> ServiceEntry:
-    """One service as the trainer needs it, read through streams.catalog (one parser)."""
+def catalog_entry(service_id: str, catalog_path: Path = CATALOG_FILE) -> ServiceEntry:
+    """One service as the trainer needs it, read through streams.contract.catalog (one parser)."""
     for spec in load_catalog(catalog_path):
         if spec.id == service_id:
             return ServiceEntry(
@@ -303,7 +303,7 @@ def model_card_md(card: dict[str, Any], entry: ServiceEntry) -> str:
 | `{card["input"]["name"]}` | FP32 | {shape} | `to_series_input` with the catalog's spec |
 | `{card["output"]["name"]}` | FP32 | {card["output"]["shape"]} | a sigmoid per finding, in order |
 
-Preprocessing (`services/catalog.toml`): {spec.slabs} slab(s) of contiguous slices averaged,
+Preprocessing (`streams/contract/catalog.toml`): {spec.slabs} slab(s) of contiguous slices averaged,
 windows {windows} mapped to [0, 1], area-resized to {spec.size}x{spec.size}; channel
 `w * slabs + s` = window `w` of slab `s`. Dynamic batch, Triton `max_batch_size` {MAX_BATCH_SIZE}.
 

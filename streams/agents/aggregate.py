@@ -1,5 +1,5 @@
 """Aggregators: Findings, Latency events and DeadLetters into windowed city statistics, exact
-under crashes and redelivery (the design is in streams/stats.py); the stats HTTP API
+under crashes and redelivery (the design is in streams/analytics/stats.py); the stats HTTP API
 (GET /stats, GET /stats/windows, GET /openapi.yaml) and snapshots on radiology.stats.v1.
 
 Each source topic has one table, written by one agent with concurrency 1, so every write made
@@ -8,7 +8,7 @@ for an event goes to the changelog partition of that event's partition, in order
 The API and the snapshots cover the partitions this worker owns: run the aggregators on one
 worker (the default) to see the whole city.
 
-Seen entries are forgotten after RADSTREAM_DEDUP_HORIZON_S of event time (streams/horizon.py);
+Seen entries are forgotten after RADSTREAM_DEDUP_HORIZON_S of event time (streams/rules/horizon.py);
 the sweep runs in the agent, after a batch's writes, with the batch's last event current.
 """
 
@@ -24,21 +24,9 @@ import faust
 import orjson
 from faust.types import TableT
 
-from streams import topics
 from streams.agents.outcomes import take_events
 from streams.agents.table_writes import current, forget_expired, write_stamped
-from streams.app import (
-    app,
-    deadletter_topic,
-    findings_topic,
-    latency_topic,
-    raw_topic,
-    settings,
-)
-from streams.cloudevents import ce_headers, utc_now_rfc3339
-from streams.horizon import Horizon
-from streams.schemas import SCHEMA_DIR, EventKind, SchemaViolation, validate
-from streams.stats import (
+from streams.analytics.stats import (
     Planner,
     QueryError,
     StatsKey,
@@ -52,6 +40,18 @@ from streams.stats import (
     totals,
     window_rows,
 )
+from streams.app import (
+    app,
+    deadletter_topic,
+    findings_topic,
+    latency_topic,
+    raw_topic,
+    settings,
+)
+from streams.contract import topics
+from streams.contract.cloudevents import ce_headers, utc_now_rfc3339
+from streams.contract.schemas import SCHEMA_DIR, EventKind, SchemaViolation, validate
+from streams.rules.horizon import Horizon
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,8 @@ async def _aggregate(stream: faust.StreamT[bytes], table: TableT, kind: EventKin
 
 def count_batch(events: list[faust.EventT], table: TableT, kind: EventKind,
                 planner: Planner) -> None:
-    """Count a micro-batch: one coalesced plan per source partition (streams.stats.plan_batch),
+    """Count a micro-batch: one coalesced plan per source partition
+    (streams.analytics.stats.plan_batch),
     its writes made with the partition's last event current, so they reach its changelog
     partition, in order."""
     by_partition: dict[int, list[tuple[faust.EventT, dict[str, Any]]]] = {}

@@ -3,7 +3,8 @@ and check each study's series and preprocess its pixels in worker processes (nev
 loop; streams/agents/prepare_pool.py), run one batched Triton call, publish one Finding and one
 Latency event per study.
 
-A study whose images fail a technical-defect check (streams/defects.py) gets a technical_defect
+A study whose images fail a technical-defect check (streams/imaging/defects.py) gets a
+technical_defect
 Finding with the reason instead of a model guess; a broken file or event gets a DeadLetter.
 """
 
@@ -19,8 +20,6 @@ from typing import Any, cast
 import faust
 import numpy as np
 
-from services.preparation import ReadLimits
-from services.triton.client import InferenceRejected, TritonModelClient
 from streams.agents.outcomes import Outbox, reject, take_events, take_pipelined
 from streams.agents.prepare_pool import PreparePool
 from streams.app import (
@@ -34,14 +33,16 @@ from streams.app import (
     settings,
     work_topics,
 )
-from streams.catalog import ServiceSpec
-from streams.circuit import CircuitState
-from streams.cloudevents import parse_rfc3339, utc_now_rfc3339
-from streams.events import finding_ok, finding_technical_defect, latency
-from streams.intake import parse_study
-from streams.priority import PriorityGate
-from streams.reasons import TECHNICAL_DEFECTS, InputRejected, Reason
-from streams.topics import DEPLOYMENT_HEADER
+from streams.contract.catalog import ServiceSpec
+from streams.contract.cloudevents import parse_rfc3339, utc_now_rfc3339
+from streams.contract.events import finding_ok, finding_technical_defect, latency
+from streams.contract.reasons import TECHNICAL_DEFECTS, InputRejected, Reason
+from streams.contract.topics import DEPLOYMENT_HEADER
+from streams.imaging.preparation import ReadLimits
+from streams.rules.intake import parse_study
+from streams.rules.priority import PriorityGate
+from streams.triton.circuit import CircuitState
+from streams.triton.client import InferenceRejected, TritonModelClient
 
 log = logging.getLogger(__name__)
 

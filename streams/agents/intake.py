@@ -4,7 +4,7 @@ hospitals named in RADSTREAM_INTAKE_HOSPITALS.
 
 On a secured cluster hospitals may write only their own intake topic (broker ACLs), and this
 gate checks the other half: that the body does not claim another hospital. An impersonating
-study is dead-lettered with `hospital_mismatch`. See streams/origin.py and docs/security.md.
+study is dead-lettered with `hospital_mismatch`. See streams/rules/origin.py and docs/security.md.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import faust
 
 from streams.agents.outcomes import Outbox, reject, take_events
 from streams.app import app, deadletter_topic, metrics, settings, studies_topic
-from streams.intake import parse_study
-from streams.origin import check_origin, intake_topic
+from streams.rules.intake import parse_study
+from streams.rules.origin import check_origin, intake_topic
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,7 @@
 """Exports `radstream_consumer_lag_records{topic}` every few seconds from the Faust consumer.
 
-Only topics of the contract (streams/topics.py) are reported, so the label stays a small fixed
+Only topics of the contract (streams/contract/topics.py) are reported, so the label stays a small
+fixed
 set; table changelogs, which Faust also assigns, are left out.
 """
 
@@ -8,9 +9,9 @@ from __future__ import annotations
 
 import logging
 
-from streams import topics
+from streams.analytics.lag import PartitionOffsets, topic_lags
 from streams.app import app, metrics
-from streams.lag import PartitionOffsets, topic_lags
+from streams.contract import topics
 
 log = logging.getLogger(__name__)
 

@@ -15,11 +15,11 @@ import faust
 import orjson
 from prometheus_client import Counter
 
-from streams import topics
-from streams.cloudevents import ce_headers, utc_now_rfc3339
-from streams.events import deadletter
-from streams.reasons import InputRejected, Reason
-from streams.schemas import EventKind, validate
+from streams.contract import topics
+from streams.contract.cloudevents import ce_headers, utc_now_rfc3339
+from streams.contract.events import deadletter
+from streams.contract.reasons import InputRejected, Reason
+from streams.contract.schemas import EventKind, validate
 
 log = logging.getLogger(__name__)
 

@@ -25,13 +25,13 @@ from typing import Any, cast
 
 import numpy as np
 
-from services.preparation import (
+from streams.contract.catalog import ServiceSpec
+from streams.imaging.preparation import (
     ReadLimits,
     exit_with_parent,
     load_and_preprocess,
     load_and_preprocess_many,
 )
-from streams.catalog import ServiceSpec
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ Prepared = tuple[np.ndarray, float, float]
 
 
 class PreparePool:
-    """Runs services.preparation.load_and_preprocess off the event loop."""
+    """Runs streams.imaging.preparation.load_and_preprocess off the event loop."""
 
     def __init__(self, limits: ReadLimits, *, processes: int, threads: int) -> None:
         self.limits = limits

@@ -5,11 +5,12 @@ Findings and reviews are both keyed by study_uid on topics with the same partiti
 table keyed "study_uid|service" is co-partitioned with both: each agent reads and writes the
 entry of its own event's partition. A review that arrives before its Finding waits in that
 entry until the Finding comes. The joins table is changelog-backed; the windows and alert
-latches (streams/quality.py) live in this worker's memory and cover the partitions it owns,
+latches (streams/analytics/quality.py) live in this worker's memory and cover the partitions it
+owns,
 like the stats API (one worker, the default, sees the whole city).
 
 A join entry is forgotten RADSTREAM_REVIEW_HORIZON_S of event time after its last write
-(streams/horizon.py): a review arriving later no longer finds its Finding and waits in turn; a
+(streams/rules/horizon.py): a review arriving later no longer finds its Finding and waits in turn; a
 review that waited that long for a Finding is counted in
 radstream_quality_reviews_unmatched_total.
 """
@@ -23,21 +24,9 @@ from typing import Any
 import faust
 import orjson
 
-from streams import catalog
 from streams.agents.outcomes import Outbox, send_deadletter
 from streams.agents.table_writes import forget_expired, write_stamped
-from streams.app import (
-    alerts_topic,
-    app,
-    deadletter_topic,
-    findings_topic,
-    metrics,
-    reviews_topic,
-    settings,
-)
-from streams.cloudevents import utc_now_rfc3339
-from streams.horizon import Horizon, stamp
-from streams.quality import (
+from streams.analytics.quality import (
     Joined,
     QualityMonitor,
     QualityThresholds,
@@ -47,7 +36,19 @@ from streams.quality import (
     record_finding,
     record_review,
 )
-from streams.reasons import InputRejected, Reason
+from streams.app import (
+    alerts_topic,
+    app,
+    deadletter_topic,
+    findings_topic,
+    metrics,
+    reviews_topic,
+    settings,
+)
+from streams.contract import catalog
+from streams.contract.cloudevents import utc_now_rfc3339
+from streams.contract.reasons import InputRejected, Reason
+from streams.rules.horizon import Horizon, stamp
 
 log = logging.getLogger(__name__)
 

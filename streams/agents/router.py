@@ -4,7 +4,7 @@ not_applicable Finding when none applies, or a DeadLetter when the event is bad.
 It also remembers a fingerprint per study_uid (a table co-partitioned with the studies topic,
 written by this single-concurrency agent only), so a second announcement that contradicts the
 first is dead-lettered as `duplicate_conflict` while an identical re-announcement goes through.
-A fingerprint is forgotten after RADSTREAM_DEDUP_HORIZON_S of event time (streams/horizon.py):
+A fingerprint is forgotten after RADSTREAM_DEDUP_HORIZON_S of event time (streams/rules/horizon.py):
 an announcement more than a horizon after the first is taken as new.
 """
 
@@ -22,14 +22,14 @@ from streams.agents.table_writes import current, forget_expired, write_stamped
 from streams.app import app, deadletter_topic, findings_topic, metrics, settings, studies_topic
 from streams.app import priority_topics as _priority_topics
 from streams.app import work_topics as _work_topics
-from streams.catalog import NOT_APPLICABLE_SERVICE, catalog
-from streams.cloudevents import utc_now_rfc3339
-from streams.events import finding_not_applicable
-from streams.horizon import Horizon, stamp
-from streams.intake import parse_study, study_fingerprint
-from streams.reasons import InputRejected, Reason
-from streams.routing import lane, route
-from streams.topics import DEPLOYMENT_HEADER
+from streams.contract.catalog import NOT_APPLICABLE_SERVICE, catalog
+from streams.contract.cloudevents import utc_now_rfc3339
+from streams.contract.events import finding_not_applicable
+from streams.contract.reasons import InputRejected, Reason
+from streams.contract.topics import DEPLOYMENT_HEADER
+from streams.rules.horizon import Horizon, stamp
+from streams.rules.intake import parse_study, study_fingerprint
+from streams.rules.routing import lane, route
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ import faust
 import faust.streams
 from faust.types import TableT
 
-from streams.horizon import Horizon
+from streams.rules.horizon import Horizon
 
 log = logging.getLogger(__name__)
 

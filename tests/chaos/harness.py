@@ -24,9 +24,9 @@ from services.ops.follow import OutcomeReader
 from services.ops.processes import spawn_worker, stop
 from services.ops.wait_http import wait_http
 from services.synth.generate import StudyTruth, generate_studies
-from streams import topics
-from streams.cloudevents import utc_now_rfc3339
-from streams.config import REPO_ROOT
+from streams.contract import topics
+from streams.contract.cloudevents import utc_now_rfc3339
+from streams.settings import REPO_ROOT
 
 KAFKA_PORT, CONTROLLER_PORT = 19092, 19093
 TRITON_HTTP, TRITON_GRPC, TRITON_METRICS = 18000, 18001, 18002

@@ -15,7 +15,7 @@ import urllib.request
 
 import pytest
 
-from streams import topics
+from streams.contract import topics
 
 from .harness import City, Fault, account, first_finding_after, scale, wait_all
 
@@ -25,7 +25,8 @@ FULL = scale() == "full"
 
 
 def assert_nothing_lost(fault: Fault) -> None:
-    """Every study has its outcome, rebalances included (issue #5, streams/consumer_guard.py)."""
+    """Every study has its outcome, rebalances included (issue #5,
+    streams/kafka/consumer_guard.py)."""
     assert fault.lost == 0, (f"{fault.name}: {fault.lost} of {fault.studies_in} studies lost, "
                              f"first UIDs {fault.lost_uids[:5]}")
 

@@ -14,10 +14,10 @@ from pathlib import Path
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from services.dicom_io import read_image
 from services.synth.hostile import deflated_copy, phantom_dicom
-from streams.preprocess import to_model_input
-from streams.reasons import InputRejected
+from streams.contract.reasons import InputRejected
+from streams.imaging.dicom_io import read_image
+from streams.imaging.preprocess import to_model_input
 
 _DIR = Path(tempfile.mkdtemp(prefix="radstream-fuzz-"))
 TEMPLATES = [

@@ -10,9 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.synth.hostile import announcement
-from streams.intake import parse_study
-from streams.reasons import InputRejected, Reason
-from streams.schemas import EventKind, validate
+from streams.contract.reasons import InputRejected, Reason
+from streams.contract.schemas import EventKind, validate
+from streams.rules.intake import parse_study
 
 VALID = announcement("2.25.42", "file:///data/dicom/H1/1.dcm",
                      published_at="2024-03-01T12:00:00Z")

@@ -24,9 +24,9 @@ from services.ops.processes import spawn_worker, stop
 from services.ops.wait_http import wait_http
 from services.publisher import publish_path
 from services.synth.generate import generate_studies
-from streams import topics
-from streams.config import REPO_ROOT
-from streams.origin import intake_topic
+from streams.contract import topics
+from streams.rules.origin import intake_topic
+from streams.settings import REPO_ROOT
 
 TEST_KEY = "radstream-test-pseudonym-key-0123456789"
 #: Intake topic of the hospital the intake-gate test publishes as.

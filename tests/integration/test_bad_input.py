@@ -14,9 +14,9 @@ from confluent_kafka import Producer
 
 from services.ops.follow import OutcomeReader
 from services.synth.generate import generate_studies
-from streams import topics
-from streams.cloudevents import utc_now_rfc3339
-from streams.schemas import EventKind, validate
+from streams.contract import topics
+from streams.contract.cloudevents import utc_now_rfc3339
+from streams.contract.schemas import EventKind, validate
 
 from .conftest import Worker
 

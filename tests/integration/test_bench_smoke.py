@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from bench.report import SCENARIO_KEYS, TARGETS
-from streams.config import REPO_ROOT
+from streams.settings import REPO_ROOT
 
 pytestmark = pytest.mark.integration
 

@@ -18,8 +18,8 @@ from services.demo.progress import Progress
 from services.ops.follow import OutcomeReader
 from services.publisher.pseudonym import Pseudonymizer
 from services.synth.city import CityModel, Load, expected_outcomes, generate_city
-from streams import topics
-from streams.catalog import catalog
+from streams.contract import topics
+from streams.contract.catalog import catalog
 from tests.integration.conftest import TEST_KEY, Worker
 
 pytestmark = pytest.mark.integration

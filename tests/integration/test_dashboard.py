@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 import pytest
 
-from streams.config import REPO_ROOT
+from streams.settings import REPO_ROOT
 
 from .conftest import Worker, publish_and_wait
 

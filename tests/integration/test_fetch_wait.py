@@ -1,5 +1,5 @@
 """On the real broker, the worker's started consumer long-polls with RADSTREAM_FETCH_MAX_WAIT_S,
-not Faust's 1.5 s (streams/fetch_wait.py says why that matters)."""
+not Faust's 1.5 s (streams/kafka/fetch_wait.py says why that matters)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaDriverConsumer
 from faust.transport.drivers.aiokafka import Transport as AIOKafkaTransport
 
-from streams import consumer_guard, fetch_wait
+from streams.kafka import consumer_guard, fetch_wait
 
 pytestmark = pytest.mark.integration
 

@@ -25,10 +25,10 @@ from services.synth.hostile import (
     hostile_uris,
     write_hostile_files,
 )
-from streams import topics
-from streams.config import REPO_ROOT, Settings
-from streams.reasons import Reason
-from streams.schemas import EventKind, validate
+from streams.contract import topics
+from streams.contract.reasons import Reason
+from streams.contract.schemas import EventKind, validate
+from streams.settings import REPO_ROOT, Settings
 
 from .conftest import Worker
 

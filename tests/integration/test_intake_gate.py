@@ -12,8 +12,8 @@ from confluent_kafka import Producer
 
 from services.ops.follow import OutcomeReader
 from services.synth.generate import generate_studies
-from streams import topics
-from streams.cloudevents import utc_now_rfc3339
+from streams.contract import topics
+from streams.contract.cloudevents import utc_now_rfc3339
 
 from .conftest import INTAKE_TEST_HOSPITAL, INTAKE_TEST_TOPIC, Worker
 

@@ -35,13 +35,13 @@ from confluent_kafka.admin import AclBinding, AdminClient
 from services.ops.acl import Grant, binding
 from services.ops.processes import spawn_worker, stop
 from services.publisher.producer import StudyPublisher
-from streams import topics
-from streams.config import REPO_ROOT
-from streams.intake import parse_study
-from streams.kafka_security import KafkaSecurity
-from streams.origin import check_origin, intake_topic
-from streams.reasons import InputRejected, Reason
-from streams.schemas import EventKind, schema
+from streams.contract import topics
+from streams.contract.reasons import InputRejected, Reason
+from streams.contract.schemas import EventKind, schema
+from streams.kafka.security import KafkaSecurity
+from streams.rules.intake import parse_study
+from streams.rules.origin import check_origin, intake_topic
+from streams.settings import REPO_ROOT
 
 pytestmark = pytest.mark.integration
 

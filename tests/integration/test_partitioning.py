@@ -19,7 +19,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from services.demo.reviews import producer_config as review_config
 from services.publisher.producer import _config as publisher_config
-from streams import topics
+from streams.contract import topics
 
 pytestmark = pytest.mark.integration
 

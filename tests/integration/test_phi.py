@@ -21,7 +21,7 @@ from confluent_kafka.admin import AdminClient
 from services.ops.follow import OutcomeReader
 from services.publisher import publish_path
 from services.synth.generate import generate_studies
-from streams import topics
+from streams.contract import topics
 
 from .conftest import TEST_KEY, Worker
 

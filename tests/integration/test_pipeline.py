@@ -15,9 +15,9 @@ import pytest
 from services.ops.follow import OutcomeReader
 from services.publisher import publish_path
 from services.synth.generate import generate_studies
-from streams import topics
-from streams.auc import roc_auc
-from streams.schemas import EventKind, validate
+from streams.analytics.auc import roc_auc
+from streams.contract import topics
+from streams.contract.schemas import EventKind, validate
 
 from .conftest import TEST_KEY, Worker
 

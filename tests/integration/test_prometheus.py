@@ -19,8 +19,8 @@ import yaml
 
 from services.ops.processes import stop
 from services.ops.wait_http import wait_http
-from streams import topics
-from streams.config import REPO_ROOT
+from streams.contract import topics
+from streams.settings import REPO_ROOT
 from tests.unit.test_prometheus_rules import TRITON_METRICS, promtool
 
 from .conftest import Worker, publish_and_wait

@@ -15,8 +15,8 @@ from confluent_kafka import Consumer, Message, TopicPartition
 from pydicom.uid import generate_uid as pydicom_uid
 
 from services.publisher import publish_path, register
-from streams.schemas import EventKind, validate
-from streams.topics import LIBRDKAFKA_PARTITIONER, STUDIES
+from streams.contract.schemas import EventKind, validate
+from streams.contract.topics import LIBRDKAFKA_PARTITIONER, STUDIES
 from tests.unit.test_announce import PHI, write_instance
 
 pytestmark = pytest.mark.integration

@@ -10,8 +10,8 @@ import orjson
 import pytest
 
 from bench.drift import DriftConfig, run_drift
-from streams import topics
-from streams.schemas import EventKind, validate
+from streams.contract import topics
+from streams.contract.schemas import EventKind, validate
 
 from .conftest import Worker
 

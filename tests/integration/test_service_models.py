@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
-from services.dicom_series import read_series
 from services.synth.phantoms.registry import phantom_module
 from services.synth.series_writer import SeriesHeader, write_series
-from streams.auc import roc_auc
-from streams.catalog import ServiceSpec, catalog, model_card
-from streams.preprocess import to_series_input
+from streams.analytics.auc import roc_auc
+from streams.contract.catalog import ServiceSpec, catalog, model_card
+from streams.imaging.preprocess import to_series_input
+from streams.imaging.series import read_series
 
 pytestmark = pytest.mark.integration
 

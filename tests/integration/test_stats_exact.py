@@ -1,6 +1,6 @@
 """Exact statistics through a crash, on the real broker and a real worker process.
 
-A known set of Findings and Latency events (built with streams.events, every one published
+A known set of Findings and Latency events (built with streams.contract.events, every one published
 twice) goes straight to radiology.findings.v1 / radiology.latency.v1. The worker is killed with
 SIGKILL while it counts and restarted with the same app id (consumer group and tables); at the
 end GET /stats and GET /stats/windows must equal the ground truth computed here, exactly.
@@ -32,14 +32,20 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from services.ops.processes import spawn_worker, stop
 from services.ops.wait_http import wait_http
-from streams import catalog, topics, windows
-from streams.catalog import FindingSpec
-from streams.cloudevents import ce_headers, utc_now_rfc3339
-from streams.events import finding_not_applicable, finding_ok, finding_technical_defect, latency
+from streams.analytics import windows
+from streams.analytics.sketch import LogSketch
+from streams.analytics.stats import COUNTERS
+from streams.contract import catalog, topics
+from streams.contract.catalog import FindingSpec
+from streams.contract.cloudevents import ce_headers, utc_now_rfc3339
+from streams.contract.events import (
+    finding_not_applicable,
+    finding_ok,
+    finding_technical_defect,
+    latency,
+)
+from streams.contract.schemas import EventKind, validate
 from streams.metrics import STAGES
-from streams.schemas import EventKind, validate
-from streams.sketch import LogSketch
-from streams.stats import COUNTERS
 
 from .conftest import _free_port
 

@@ -15,7 +15,7 @@ from services.publisher.announce import build_announcement, sanitize_id
 from services.publisher.cli import build_announcements, register
 from services.publisher.pseudonym import Pseudonymizer
 from services.publisher.scan import ScanStats, group_instances, read_header, scan_tree
-from streams.schemas import EventKind, validate
+from streams.contract.schemas import EventKind, validate
 
 KEY = b"unit-test-key-0123456789abcdef"
 PUBLISHED = "2024-05-14T09:30:02.518000Z"

@@ -1,4 +1,5 @@
-"""schemas/asyncapi.yaml agrees with streams/topics.py and points at schema files that exist."""
+"""schemas/asyncapi.yaml agrees with streams/contract/topics.py and points at schema files that
+exist."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ from typing import Any
 import pytest
 import yaml
 
-from streams.origin import intake_topic
-from streams.schemas import SCHEMA_DIR, EventKind
-from streams.topics import PRIORITY_LANE_SERVICES, WORK_SERVICES, all_topics
+from streams.contract.schemas import SCHEMA_DIR, EventKind
+from streams.contract.topics import PRIORITY_LANE_SERVICES, WORK_SERVICES, all_topics
+from streams.rules.origin import intake_topic
 
 SCHEMA_FORMAT = "application/schema+json;version=draft-2020-12"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from streams.auc import roc_auc
+from streams.analytics.auc import roc_auc
 
 
 def test_perfect_and_inverted() -> None:

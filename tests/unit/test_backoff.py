@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.triton.client import backoff_s
+from streams.triton.client import backoff_s
 
 
 def test_backoff_grows_then_caps() -> None:

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services import catalog_doc
-from streams.catalog import CATALOG_FILE, CatalogError, catalog, load_catalog
-from streams.routing import applies, lane, matching_series, route
+from services.ops import catalog_doc
+from streams.contract.catalog import CATALOG_FILE, CatalogError, catalog, load_catalog
+from streams.rules.routing import applies, lane, matching_series, route
 
 NOW = "2024-05-14T09:30:02Z"
 
@@ -64,7 +64,7 @@ def test_every_finding_code_is_documented_in_the_generated_page() -> None:
     for spec in catalog():
         for f in spec.findings:
             assert f"| `{f.code}` | {f.display}" in text
-    assert catalog_doc.main(["--check"]) == 0, "run: python -m services.catalog_doc"
+    assert catalog_doc.main(["--check"]) == 0, "run: python -m services.ops.catalog_doc"
 
 
 @pytest.mark.parametrize(("series", "fields", "expected"), [

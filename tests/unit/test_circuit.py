@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from streams.circuit import CircuitBreaker, CircuitState
+from streams.triton.circuit import CircuitBreaker, CircuitState
 
 
 def test_opens_after_threshold_and_waits_cooldown() -> None:

@@ -12,7 +12,6 @@ import numpy as np
 import pydicom
 import pytest
 
-from services.dicom_io import read_image
 from services.publisher.announce import build_announcement
 from services.publisher.pseudonym import Pseudonymizer
 from services.publisher.scan import StudyGroup, group_instances, scan_tree
@@ -40,9 +39,10 @@ from services.synth.phantoms.registry import (
     phantom_module,
 )
 from services.synth.series_writer import SeriesHeader, write_series
-from streams.catalog import catalog, service
-from streams.reasons import InputRejected, Reason
-from streams.routing import route
+from streams.contract.catalog import catalog, service
+from streams.contract.reasons import InputRejected, Reason
+from streams.imaging.dicom_io import read_image
+from streams.rules.routing import route
 
 KEY = b"k" * 32
 AVAILABLE = available_services()

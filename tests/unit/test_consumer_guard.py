@@ -1,4 +1,4 @@
-"""The consumer guard (streams/consumer_guard.py) on Faust's real fetch loop.
+"""The consumer guard (streams/kafka/consumer_guard.py) on Faust's real fetch loop.
 
 `LogConsumer` is Faust's own `Consumer` (fetch loop, read offsets, gaps, acks, commit offsets)
 over a one-partition in-memory log instead of a broker. The test replays the interleaving traced
@@ -20,7 +20,7 @@ from faust.transport.consumer import Consumer
 from faust.types import TP, Message
 from faust.types.tuples import ConsumerMessage
 
-from streams.consumer_guard import GuardedConsumer, guarded
+from streams.kafka.consumer_guard import GuardedConsumer, guarded
 
 TOPIC = "radiology.work.test.v1"
 PART = TP(TOPIC, 0)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from streams.lag import PartitionOffsets, topic_lags
+from streams.analytics.lag import PartitionOffsets, topic_lags
 
 
 def test_lag_is_highwater_minus_committed_summed_per_topic() -> None:

@@ -1,4 +1,5 @@
-"""Technical-defect checks (streams/defects.py) and the priority gate (streams/priority.py)."""
+"""Technical-defect checks (streams/imaging/defects.py) and the priority gate
+(streams/rules/priority.py)."""
 
 from __future__ import annotations
 
@@ -10,15 +11,15 @@ import pytest
 
 from services.synth.cxr_phantom import render_chest_xray
 from services.synth.phantoms.registry import phantom_module
-from streams.catalog import DefectChecks, catalog, service
-from streams.defects import (
+from streams.contract.catalog import DefectChecks, catalog, service
+from streams.contract.reasons import TECHNICAL_DEFECTS, InputRejected, Reason
+from streams.imaging.defects import (
     border_excess,
     check_contrast,
     check_geometry,
     check_identity,
 )
-from streams.priority import PriorityGate
-from streams.reasons import TECHNICAL_DEFECTS, InputRejected, Reason
+from streams.rules.priority import PriorityGate
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,9 @@ from urllib.parse import quote
 import numpy as np
 import pytest
 
-from services.dicom_io import read_image, read_image_from_uri, resolve_uri
 from services.synth.dicom_writer import write_cxr_dicom
-from streams.reasons import InputRejected, Reason
+from streams.contract.reasons import InputRejected, Reason
+from streams.imaging.dicom_io import read_image, read_image_from_uri, resolve_uri
 
 
 def _write(path: Path, pixels: np.ndarray) -> Path:

@@ -1,4 +1,5 @@
-"""The worker's short fetch long-poll (streams/fetch_wait.py), composed with the consumer guard."""
+"""The worker's short fetch long-poll (streams/kafka/fetch_wait.py), composed with the consumer
+guard."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ import pytest
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaDriverConsumer
 from faust.transport.drivers.aiokafka import Transport as AIOKafkaTransport
 
-from streams import consumer_guard, fetch_wait
-from streams.consumer_guard import GuardedConsumer
-from streams.fetch_wait import ShortFetchThread
+from streams.kafka import consumer_guard, fetch_wait
+from streams.kafka.consumer_guard import GuardedConsumer
+from streams.kafka.fetch_wait import ShortFetchThread
 
 
 def _app() -> faust.App:

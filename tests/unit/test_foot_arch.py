@@ -18,12 +18,12 @@ import numpy as np
 import pytest
 
 from services.synth.phantoms import foot_xray
-from streams.auc import roc_auc
-from streams.preprocess import PreprocessSpec, to_series_input
+from streams.analytics.auc import roc_auc
+from streams.imaging.preprocess import PreprocessSpec, to_series_input
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL_DIR = ROOT / "services" / "triton" / "model_repository" / "foot_arch"
-CARD = ROOT / "services" / "triton" / "model_cards" / "foot_arch.json"
+CARD = ROOT / "streams" / "contract" / "model_cards" / "foot_arch.json"
 FRESH_SEED = 777
 FRESH_N = 150
 

@@ -1,4 +1,4 @@
-"""Forgetting per-study state after a horizon of event time (streams/horizon.py), and what the
+"""Forgetting per-study state after a horizon of event time (streams/rules/horizon.py), and what the
 stats counting rules do with it: copies within the horizon count once, a copy after it counts
 again, statistics cells are never forgotten."""
 
@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from streams.horizon import Horizon, stamp
-from streams.stats import CELL_PREFIX, aggregate, plan_batch, plan_finding, plan_latency
+from streams.analytics.stats import CELL_PREFIX, aggregate, plan_batch, plan_finding, plan_latency
+from streams.rules.horizon import Horizon, stamp
 
 from .test_stats import finding, latency
 
@@ -109,7 +109,7 @@ def test_latency_seen_entries_are_stamped_and_expire_per_partition() -> None:
 def test_a_seen_record_in_the_older_full_key_format_still_credits_its_study() -> None:
     """Records written before digests hold the credited stats keys in full (`c`); a study's
     next service must not count the study again in those cells."""
-    from streams.stats import finding_contributions
+    from streams.analytics.stats import finding_contributions
 
     first = finding("3.1", service="chest-xray")
     legacy = {"f": ["3.1|chest-xray|1"], "c": [k for k, _ in finding_contributions(first)]}

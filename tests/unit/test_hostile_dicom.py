@@ -11,7 +11,6 @@ import pydicom
 import pytest
 from pydicom.uid import ImplicitVRLittleEndian
 
-from services.dicom_io import pixel_bytes, read_image, read_image_from_uri, resolve_uri
 from services.synth.hostile import (
     HostileFile,
     deflated_copy,
@@ -19,7 +18,8 @@ from services.synth.hostile import (
     phantom_dicom,
     write_hostile_files,
 )
-from streams.reasons import InputRejected, Reason
+from streams.contract.reasons import InputRejected, Reason
+from streams.imaging.dicom_io import pixel_bytes, read_image, read_image_from_uri, resolve_uri
 
 #: A small file cap keeps the sparse and deflate-bomb cases quick to write.
 MAX_FILE_BYTES = 4 * 1024 * 1024

@@ -9,8 +9,8 @@ import orjson
 import pytest
 
 from services.synth.hostile import announcement, hostile_events
-from streams.intake import DEFAULT_MAX_EVENT_BYTES, parse_study, study_fingerprint
-from streams.reasons import InputRejected, Reason
+from streams.contract.reasons import InputRejected, Reason
+from streams.rules.intake import DEFAULT_MAX_EVENT_BYTES, parse_study, study_fingerprint
 
 NOW, LATER = "2024-03-01T12:00:00Z", "2024-03-01T12:05:00Z"
 GOOD_URI = "file:///data/dicom/H999/1.dcm"
@@ -86,8 +86,8 @@ def test_a_rejection_crosses_a_process_boundary_with_its_reason() -> None:
     """Preprocessing runs in worker processes: what they raise comes back pickled."""
     import pickle
 
-    from streams.reasons import InputRejected, Reason
-    from streams.schemas import SchemaViolation
+    from streams.contract.reasons import InputRejected, Reason
+    from streams.contract.schemas import SchemaViolation
 
     for exc in (InputRejected(Reason.DICOM_TRUNCATED, "ends early"), SchemaViolation("$.x")):
         back = pickle.loads(pickle.dumps(exc))

@@ -1,5 +1,5 @@
-"""Publish-only-as-itself (streams/origin.py), client security settings
-(streams/kafka_security.py) and the ACL plan (services/ops/acl.py), without a broker."""
+"""Publish-only-as-itself (streams/rules/origin.py), client security settings
+(streams/kafka/security.py) and the ACL plan (services/ops/acl.py), without a broker."""
 
 from __future__ import annotations
 
@@ -8,16 +8,16 @@ from pathlib import Path
 import pytest
 
 from services.ops.acl import Grant, analytics_grants, hospital_grants, plan, worker_grants
-from streams import topics
-from streams.kafka_security import KafkaSecurity, KafkaSecurityError
-from streams.origin import (
+from streams.contract import topics
+from streams.contract.reasons import InputRejected, Reason
+from streams.kafka.security import KafkaSecurity, KafkaSecurityError
+from streams.rules.origin import (
     INTAKE_PATTERN,
     check_origin,
     hospital_of_topic,
     intake_acl_prefix,
     intake_topic,
 )
-from streams.reasons import InputRejected, Reason
 
 # --- origin --------------------------------------------------------------------------------
 

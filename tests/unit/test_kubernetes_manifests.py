@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from streams.config import REPO_ROOT
+from streams.settings import REPO_ROOT
 
 K8S = REPO_ROOT / "deploy" / "kubernetes"
 NAMESPACE = "radstream"

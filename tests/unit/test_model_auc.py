@@ -1,7 +1,8 @@
 """The committed cxr_lesion model still separates fresh studies, via the worker's own path.
 
 Fresh phantoms (a seed neither training nor held-out evaluation used) are written as DICOM,
-read back with services.dicom_io and normalised with streams.preprocess, exactly as a worker
+read back with streams.imaging.dicom_io and normalised with streams.imaging.preprocess, exactly as
+a worker
 would, then scored by the committed ONNX graph with onnxruntime.
 """
 
@@ -14,14 +15,15 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from services.dicom_io import read_image_from_uri
 from services.synth.generate import generate_studies
-from streams.auc import roc_auc
-from streams.preprocess import to_model_input
+from streams.analytics.auc import roc_auc
+from streams.contract.catalog import MODEL_CARDS
+from streams.imaging.dicom_io import read_image_from_uri
+from streams.imaging.preprocess import to_model_input
 
 TRITON = Path(__file__).resolve().parents[2] / "services" / "triton"
 MODEL = TRITON / "model_repository" / "cxr_lesion" / "1" / "model.onnx"
-CARD = TRITON / "model_cards" / "cxr_lesion.json"
+CARD = MODEL_CARDS / "cxr_lesion.json"
 FRESH_SEED = 777_001
 N_STUDIES = 200
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 import tomllib
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,8 +13,9 @@ import pytest
 from services.synth.phantoms import chest_ct, ldct_screening
 from services.synth.phantoms.base import Phantom
 from services.synth.phantoms.volume import border_ring
+from streams.contract.catalog import CATALOG_FILE
 
-CATALOG = Path(__file__).resolve().parents[2] / "services" / "catalog.toml"
+CATALOG = CATALOG_FILE
 MODULES = {"chest-ct": chest_ct, "ldct-screening": ldct_screening}
 
 

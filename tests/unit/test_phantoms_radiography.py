@@ -10,16 +10,16 @@ from __future__ import annotations
 import importlib
 import re
 import tomllib
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import numpy as np
 import pytest
 
-from streams.preprocess import PreprocessSpec, to_series_input
+from streams.contract.catalog import CATALOG_FILE
+from streams.imaging.preprocess import PreprocessSpec, to_series_input
 
-CATALOG = Path(__file__).resolve().parents[2] / "services" / "catalog.toml"
+CATALOG = CATALOG_FILE
 #: Service id -> (module name, stored image shape (rows, cols)).
 SERVICES: dict[str, tuple[str, tuple[int, int]]] = {
     "mammography": ("mammography", (256, 192)),

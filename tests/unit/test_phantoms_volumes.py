@@ -12,8 +12,8 @@ import pytest
 from services.synth.phantoms import abdomen_ct, brain_mri, head_ct, lumbar_mri
 from services.synth.phantoms.base import Phantom
 from services.synth.phantoms.volume import border_ring
-from streams.catalog import service
-from streams.preprocess import to_series_input
+from streams.contract.catalog import service
+from streams.imaging.preprocess import to_series_input
 
 MODULES = (head_ct, lumbar_mri, brain_mri, abdomen_ct)
 SEEDS = (0, 1, 2)

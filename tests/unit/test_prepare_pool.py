@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 
 from bench.traffic import announcement, image_pool
-from services.preparation import ReadLimits, load_and_preprocess
 from streams.agents.prepare_pool import PreparePool
-from streams.catalog import service
-from streams.intake import parse_study
-from streams.reasons import InputRejected, Reason
+from streams.contract.catalog import service
+from streams.contract.reasons import InputRejected, Reason
+from streams.imaging.preparation import ReadLimits, load_and_preprocess
+from streams.rules.intake import parse_study
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +95,7 @@ def test_worker_processes_leave_when_their_worker_is_killed(tmp_path: Path) -> N
         "import sys, time\n"
         "from concurrent.futures import ProcessPoolExecutor\n"
         "import multiprocessing, os\n"
-        "from services.preparation import exit_with_parent\n"
+        "from streams.imaging.preparation import exit_with_parent\n"
         "if __name__ == '__main__':\n"
         "    ctx = multiprocessing.get_context('spawn')\n"
         "    pool = ProcessPoolExecutor(2, mp_context=ctx, initializer=exit_with_parent,\n"
@@ -155,7 +155,7 @@ def test_a_killed_worker_process_loses_no_study_of_a_chunked_batch(
 
 
 def test_an_exception_that_would_not_pickle_comes_back_named() -> None:
-    from services.preparation import _picklable
+    from streams.imaging.preparation import _picklable
 
     class Local(Exception):  # defined in a function: pickle cannot find it by name
         pass

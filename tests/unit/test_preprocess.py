@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from streams.preprocess import MODEL_INPUT_SIZE, to_model_input
-from streams.reasons import InputRejected, Reason
+from streams.contract.reasons import InputRejected, Reason
+from streams.imaging.preprocess import MODEL_INPUT_SIZE, to_model_input
 
 
 def _ramp(h: int = 512, w: int = 512) -> np.ndarray:

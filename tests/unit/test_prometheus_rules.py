@@ -16,8 +16,8 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from streams.config import REPO_ROOT
 from streams.metrics import create_metrics
+from streams.settings import REPO_ROOT
 
 PROMETHEUS = REPO_ROOT / "deploy" / "prometheus"
 GRAFANA = REPO_ROOT / "deploy" / "grafana"

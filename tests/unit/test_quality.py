@@ -17,9 +17,8 @@ from services.demo.reviews import ReviewConfig, reviewer_ref, simulate_reviews
 from services.synth.cxr_phantom import render_chest_xray
 from services.synth.faults import DeviceFault, apply_fault, parse_faults
 from services.synth.generate import StudyTruth, generate_studies
-from streams.auc import roc_auc
-from streams.preprocess import to_model_input
-from streams.quality import (
+from streams.analytics.auc import roc_auc
+from streams.analytics.quality import (
     Observation,
     QualityMonitor,
     QualityThresholds,
@@ -33,8 +32,9 @@ from streams.quality import (
     sensitivity_specificity,
     summarize_reviews,
 )
-from streams.reasons import InputRejected, Reason
-from streams.schemas import EventKind, validate
+from streams.contract.reasons import InputRejected, Reason
+from streams.contract.schemas import EventKind, validate
+from streams.imaging.preprocess import to_model_input
 
 MODEL = (Path(__file__).resolve().parents[2] / "services" / "triton" / "model_repository"
          / "cxr_lesion" / "1" / "model.onnx")

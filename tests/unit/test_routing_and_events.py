@@ -6,12 +6,12 @@ from typing import Any
 
 import pytest
 
-from streams.catalog import NOT_APPLICABLE_SERVICE, catalog, service
-from streams.events import deadletter, finding_not_applicable, finding_ok, latency
-from streams.intake import parse_study
-from streams.reasons import InputRejected, Reason
-from streams.routing import route
-from streams.schemas import EventKind, validate
+from streams.contract.catalog import NOT_APPLICABLE_SERVICE, catalog, service
+from streams.contract.events import deadletter, finding_not_applicable, finding_ok, latency
+from streams.contract.reasons import InputRejected, Reason
+from streams.contract.schemas import EventKind, validate
+from streams.rules.intake import parse_study
+from streams.rules.routing import route
 
 NOW = "2026-11-26T10:00:00Z"
 

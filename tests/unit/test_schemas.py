@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
-from streams.reasons import InputRejected, Reason
-from streams.schemas import (
+from streams.contract.reasons import InputRejected, Reason
+from streams.contract.schemas import (
     MAX_MESSAGE,
     SCHEMA_DIR,
     EventKind,

@@ -1,4 +1,5 @@
-"""The compiled schemas (the fast path of streams.schemas.validate) judge exactly like jsonschema.
+"""The compiled schemas (the fast path of streams.contract.schemas.validate) judge exactly like
+jsonschema.
 
 jsonschema is the reference. The compiled code must never accept what jsonschema refuses (that
 would let a contract violation through); it should not refuse what jsonschema accepts either
@@ -15,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streams.schemas import EventKind, compiled, is_date_time, schema, validator
+from streams.contract.schemas import EventKind, compiled, is_date_time, schema, validator
 
 JSON_SCALARS = st.one_of(
     st.none(), st.booleans(), st.integers(-(2**40), 2**40),

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.sketch import LogSketch
+from streams.analytics.sketch import LogSketch
 
 QS = (0.0, 0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 0.999, 1.0)
 #: Floating-point slack on top of alpha (bucket boundaries are computed with log/exp).

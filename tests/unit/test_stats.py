@@ -12,10 +12,9 @@ import pytest
 import yaml
 from jsonschema import Draft202012Validator
 
-from streams import windows
-from streams.schemas import SCHEMA_DIR, EventKind, validate
-from streams.sketch import LogSketch
-from streams.stats import (
+from streams.analytics import windows
+from streams.analytics.sketch import LogSketch
+from streams.analytics.stats import (
     CELL_PREFIX,
     Aggregate,
     Plan,
@@ -33,6 +32,7 @@ from streams.stats import (
     totals,
     window_rows,
 )
+from streams.contract.schemas import SCHEMA_DIR, EventKind, validate
 
 T0 = "2024-05-14T09:59:59.5Z"
 

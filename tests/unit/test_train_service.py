@@ -76,7 +76,7 @@ def test_head_learns_a_planted_signal() -> None:
     feats[:, 7] += 2.0 * labels[:, 0]
     feats[:, 99] -= 2.0 * labels[:, 1]
     head, oof = fm.fit_head(feats, labels)
-    from streams.auc import roc_auc
+    from streams.analytics.auc import roc_auc
     for j in range(2):
         assert roc_auc(labels[:, j], oof[:, j]) > 0.8
     assert head.weights[7, 0] > 0 and head.weights[99, 1] < 0

@@ -2,7 +2,8 @@
 
 A :class:`Phantom` is one synthetic series: stored pixel values plus the DICOM geometry and
 rescale a real device would write. The city simulator turns it into DICOM files; the training
-scripts feed its pixels straight through :mod:`streams.preprocess`, the same code the worker runs.
+scripts feed its pixels straight through :mod:`streams.imaging.preprocess`, the same code the
+worker runs.
 """
 
 from __future__ import annotations

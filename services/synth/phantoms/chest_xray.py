@@ -24,7 +24,7 @@ import numpy as np
 from services.synth.cxr_phantom import render_chest_xray
 from services.synth.dicom_writer import PIXEL_SPACING_MM
 from services.synth.phantoms.base import Phantom
-from streams.preprocess import robust_window
+from streams.imaging.preprocess import robust_window
 
 SERVICE = "chest-xray"
 FINDINGS: tuple[str, ...] = ("lung_nodule",)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from streams.catalog import catalog
+from streams.contract.catalog import catalog
 
 PACKAGE = "services.synth.phantoms"
 

@@ -29,7 +29,7 @@ import numpy as np
 
 MODEL_DIR = Path(__file__).resolve().parent
 REPO_ROOT = MODEL_DIR.parents[3]
-CARDS = REPO_ROOT / "services" / "triton" / "model_cards"
+CARDS = REPO_ROOT / "streams" / "contract" / "model_cards"
 AUC_TARGET = 0.9
 #: Mean absolute angle error (degrees) the card promises not to exceed on fresh phantoms.
 MAE_BOUND_DEG = 2.0
@@ -61,7 +61,7 @@ def measure_phantoms(n: int, seed: int) -> dict[str, np.ndarray]:
     if str(REPO_ROOT) not in sys.path:
         sys.path.insert(0, str(REPO_ROOT))
     from services.synth.phantoms import foot_xray
-    from streams.preprocess import PreprocessSpec, to_series_input
+    from streams.imaging.preprocess import PreprocessSpec, to_series_input
 
     params = config_parameters()
     model = load_model_module().ArchModel.from_config(
@@ -92,7 +92,7 @@ def card(n: int, seed: int) -> dict[str, Any]:
     """The JSON model card (keys per the catalog contract, plus the angle figures)."""
     if str(REPO_ROOT) not in sys.path:
         sys.path.insert(0, str(REPO_ROOT))
-    from streams.auc import roc_auc
+    from streams.analytics.auc import roc_auc
 
     params = config_parameters()
     threshold = float(params["angle_threshold_deg"])

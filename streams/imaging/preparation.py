@@ -1,0 +1,103 @@
+"""Reading a study's series, checking it for technical defects and preprocessing its pixels for
+one AI service: the image work of an inference agent, with no Kafka or Triton in it.
+
+It runs in worker processes (streams/agents/prepare_pool.py), so it must stay importable without
+the Faust app: everything it needs comes in as arguments that pickle (the service's spec, the
+study event, the read limits), and everything it raises pickles too (InputRejected does).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from streams.contract.catalog import ServiceSpec
+from streams.contract.reasons import InputRejected, Reason
+from streams.imaging.defects import check_contrast, check_geometry, check_identity
+from streams.imaging.preprocess import to_series_input
+from streams.imaging.series import read_series
+from streams.rules.routing import matching_series
+
+
+@dataclass(frozen=True)
+class ReadLimits:
+    """Where study files may live and how large they may be (streams.settings.Settings)."""
+
+    roots: tuple[Path, ...]
+    max_file_bytes: int
+    max_pixel_bytes: int
+
+
+def load_and_preprocess(spec: ServiceSpec, study: dict[str, Any],
+                        limits: ReadLimits) -> tuple[np.ndarray, float, float]:
+    """(model input tensor, fetch seconds, preprocess seconds) for the study's first series
+    that `spec` reads: file I/O, DICOM decoding, defect checks, then the pixel work.
+
+    Raises:
+        InputRejected: a bad file or event (dead-lettered) or a technical defect of the images
+            (reported as a technical_defect Finding).
+    """
+    series = matching_series(spec, study)
+    if not series:
+        raise InputRejected(Reason.SCHEMA_VIOLATION, f"no series for service {spec.id}")
+    t0 = time.perf_counter()
+    chosen = series[0]
+    images = read_series(chosen["uri"], int(chosen["instance_count"]), limits.roots,
+                         max_slices=spec.checks.max_slices, max_bytes=limits.max_file_bytes,
+                         max_pixel_bytes=limits.max_pixel_bytes)
+    t1 = time.perf_counter()
+    check_identity(spec.select, images.geometries)
+    check_geometry(spec.checks, images.pixels.shape, images.geometries,
+                   int(chosen["instance_count"]))
+    check_contrast(images.pixels, images.photometric)
+    tensor = to_series_input(images.pixels, spec.preprocess, photometric=images.photometric,
+                             slope=images.slope, intercept=images.intercept,
+                             window_center=images.window_center,
+                             window_width=images.window_width)
+    return tensor, t1 - t0, time.perf_counter() - t1
+
+
+def load_and_preprocess_many(
+        spec: ServiceSpec, studies: list[dict[str, Any]],
+        limits: ReadLimits) -> list[tuple[np.ndarray, float, float] | Exception]:
+    """load_and_preprocess for each study, in one call: a chunk of a batch makes one round trip
+    to a worker process instead of one per study. A study that fails has its exception in its
+    place; the others go on."""
+    out: list[tuple[np.ndarray, float, float] | Exception] = []
+    for study in studies:
+        try:
+            out.append(load_and_preprocess(spec, study, limits))
+        except Exception as exc:
+            out.append(_picklable(exc))
+    return out
+
+
+def _picklable(exc: Exception) -> Exception:
+    """`exc`, or a RuntimeError naming it when it would not survive the trip back (one bad
+    exception must not fail the whole chunk's results)."""
+    try:
+        pickle.dumps(exc)
+    except Exception:
+        return RuntimeError(f"{type(exc).__name__}: {exc}")
+    return exc
+
+
+def exit_with_parent(parent: int, every_s: float = 1.0) -> None:
+    """Worker-process initializer: leave when the worker that started us is gone.
+
+    A worker killed with SIGKILL never tells its pool, and the pool's processes hold both ends of
+    their task queue, so nothing else would ever end them.
+    """
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every_s)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()

@@ -1,0 +1,1 @@
+"""The worker's Triton client and the circuit breaker that waits out an unavailable server."""
