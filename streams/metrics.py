@@ -18,7 +18,6 @@ ALLOWED_LABELS = frozenset({"service", "status", "stage", "priority", "reason", 
                             # finding: catalogued finding codes; kind: quality alert kinds.
                             "finding", "kind"})
 
-STAGES = ("queue", "fetch", "preprocess", "infer", "publish")
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
                     60.0, 300.0, 900.0, 3600.0)

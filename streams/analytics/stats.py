@@ -56,7 +56,7 @@ from typing import Any, Literal, cast, get_args
 from streams.analytics.sketch import LogSketch
 from streams.analytics.windows import WINDOWS, Window, labels, rfc3339, start
 from streams.contract.cloudevents import parse_rfc3339
-from streams.metrics import STAGES
+from streams.contract.events import STAGES
 from streams.rules.horizon import stamp
 
 Dimension = Literal["city", "hospital", "device", "service", "finding"]

@@ -21,8 +21,6 @@ from typing import Any
 
 import orjson
 
-from streams.imaging.preprocess import PreprocessSpec
-
 #: The `service` named on a not_applicable Finding: the router itself, since no service applied.
 NOT_APPLICABLE_SERVICE = "none"
 
@@ -31,6 +29,33 @@ _DATA = Path(str(resources.files(__package__)))
 CATALOG_FILE = _DATA / "catalog.toml"
 #: One JSON card per model, written by its training script (services/training/).
 MODEL_CARDS = _DATA / "model_cards"
+
+@dataclass(frozen=True)
+class PreprocessSpec:
+    """How one AI service turns a series into its model's input (declared in the catalog).
+
+    The tensor has ``len(windows) * slabs`` channels of ``size`` x ``size`` (window-major:
+    channel ``w * slabs + s`` is window ``w`` of slab ``s``). Slabs are contiguous runs of
+    slices, so a 40-slice CT and a 56-slice CT both become ``slabs`` channels; each window
+    projects a slab either by its mean (the default) or by its maximum, a MIP slab, which keeps
+    a small bright nodule or calcification at full contrast where a mean would dilute it.
+    """
+
+    size: int
+    slabs: int = 1
+    #: (center, width) pairs in rescaled units (HU for CT). Empty: the file's own window, else
+    #: the robust percentile window of the series.
+    windows: tuple[tuple[float, float], ...] = ()
+    #: Per window: "mean" or "max" slab projection; empty means "mean" for every window.
+    projections: tuple[str, ...] = ()
+
+    def projection(self, window: int) -> str:
+        return self.projections[window] if self.projections else "mean"
+
+    @property
+    def channels(self) -> int:
+        return max(1, len(self.windows)) * self.slabs
+
 
 _ID = re.compile(r"^[a-z][a-z0-9-]{1,40}$")
 _CODE = re.compile(r"^[a-z][a-z0-9_]{1,63}$")

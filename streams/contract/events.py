@@ -15,6 +15,8 @@ from streams.contract.reasons import Reason
 
 #: Bytes of a bad payload kept in its DeadLetter record: enough to debug, small enough to be safe.
 EXCERPT_BYTES = 256
+#: The Latency event's stages, in pipeline order (seconds each; schemas/latency.v1.json).
+STAGES = ("queue", "fetch", "preprocess", "infer", "publish")
 #: Hospital id used when a dead-lettered event has none we can trust.
 UNKNOWN = "unknown"
 

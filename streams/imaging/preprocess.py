@@ -11,10 +11,9 @@ range) -> invert MONOCHROME1 so that bone is always bright -> area-averaging res
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
+from streams.contract.catalog import PreprocessSpec
 from streams.contract.reasons import InputRejected, Reason
 
 #: Side of the square image the chest models take, in pixels.
@@ -101,33 +100,6 @@ def _area_matrix(n_in: int, n_out: int) -> np.ndarray:
     overlap = np.clip(np.minimum(ends, pix + 1.0) - np.maximum(starts, pix), 0.0, None)
     overlap /= overlap.sum(axis=1, keepdims=True)
     return overlap.astype(np.float32)
-
-
-@dataclass(frozen=True)
-class PreprocessSpec:
-    """How one AI service turns a series into its model's input (declared in the catalog).
-
-    The tensor has ``len(windows) * slabs`` channels of ``size`` x ``size`` (window-major:
-    channel ``w * slabs + s`` is window ``w`` of slab ``s``). Slabs are contiguous runs of
-    slices, so a 40-slice CT and a 56-slice CT both become ``slabs`` channels; each window
-    projects a slab either by its mean (the default) or by its maximum, a MIP slab, which keeps
-    a small bright nodule or calcification at full contrast where a mean would dilute it.
-    """
-
-    size: int
-    slabs: int = 1
-    #: (center, width) pairs in rescaled units (HU for CT). Empty: the file's own window, else
-    #: the robust percentile window of the series.
-    windows: tuple[tuple[float, float], ...] = ()
-    #: Per window: "mean" or "max" slab projection; empty means "mean" for every window.
-    projections: tuple[str, ...] = ()
-
-    def projection(self, window: int) -> str:
-        return self.projections[window] if self.projections else "mean"
-
-    @property
-    def channels(self) -> int:
-        return max(1, len(self.windows)) * self.slabs
 
 
 def to_series_input(

@@ -39,13 +39,13 @@ from streams.contract import catalog, topics
 from streams.contract.catalog import FindingSpec
 from streams.contract.cloudevents import ce_headers, utc_now_rfc3339
 from streams.contract.events import (
+    STAGES,
     finding_not_applicable,
     finding_ok,
     finding_technical_defect,
     latency,
 )
 from streams.contract.schemas import EventKind, validate
-from streams.metrics import STAGES
 
 from .conftest import _free_port
 

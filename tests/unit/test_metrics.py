@@ -6,7 +6,8 @@ import re
 
 from prometheus_client import CollectorRegistry
 
-from streams.metrics import ALLOWED_LABELS, STAGES, create_metrics
+from streams.contract.events import STAGES
+from streams.metrics import ALLOWED_LABELS, create_metrics
 
 
 def test_names_units_and_labels_follow_conventions() -> None:
