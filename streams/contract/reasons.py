@@ -44,6 +44,9 @@ class Reason(StrEnum):
     GEOMETRY_IMPLAUSIBLE = "geometry_implausible"
     #: Background brighter than anatomy: pixel values inverted against their photometric tag.
     CONTRAST_INVERTED = "contrast_inverted"
+    #: A rescale or window attribute, or a pixel value after rescaling, is NaN or infinite (or
+    #: makes the model's input so): the model cannot be given a finite tensor for this study.
+    NON_FINITE_INPUT = "non_finite_input"
     # Inference
     INFERENCE_FAILED = "inference_failed"
     # Anything we did not foresee: still recorded, never dropped
@@ -56,7 +59,7 @@ class Reason(StrEnum):
 #: letters: they point at a broken sender, not at an image a radiologist should redo.
 TECHNICAL_DEFECTS = frozenset({
     Reason.BODY_PART_MISMATCH, Reason.SERIES_INCOMPLETE, Reason.GEOMETRY_IMPLAUSIBLE,
-    Reason.CONTRAST_INVERTED, Reason.PIXELS_UNREADABLE})
+    Reason.CONTRAST_INVERTED, Reason.PIXELS_UNREADABLE, Reason.NON_FINITE_INPUT})
 
 
 class InputRejected(Exception):
