@@ -26,20 +26,16 @@ from faust.types import TableT
 
 from streams.agents.outcomes import take_events
 from streams.agents.table_writes import current, forget_expired, write_stamped
-from streams.analytics.stats import (
+from streams.analytics.exact_once import (
     Planner,
-    QueryError,
-    StatsKey,
-    WindowQuery,
-    aggregate,
     plan_batch,
     plan_deadletter,
     plan_finding,
     plan_latency,
-    snapshot,
-    totals,
-    window_rows,
 )
+from streams.analytics.rollups import aggregate, snapshot, totals
+from streams.analytics.stats_keys import StatsKey
+from streams.analytics.window_query import QueryError, WindowQuery, window_rows
 from streams.app import (
     app,
     deadletter_topic,

@@ -26,16 +26,15 @@ import orjson
 
 from streams.agents.outcomes import Outbox, send_deadletter
 from streams.agents.table_writes import forget_expired, write_stamped
-from streams.analytics.quality import (
+from streams.analytics.quality_monitor import QualityMonitor, QualityThresholds
+from streams.analytics.review_join import (
     Joined,
-    QualityMonitor,
-    QualityThresholds,
-    Subject,
     join_key,
     parse_review,
     record_finding,
     record_review,
 )
+from streams.analytics.review_windows import Subject
 from streams.app import (
     alerts_topic,
     app,

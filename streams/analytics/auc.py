@@ -11,6 +11,17 @@ from collections.abc import Sequence
 import numpy as np
 
 
+def midranks(values: np.ndarray) -> np.ndarray:
+    """1-based ranks of ``values`` with ties sharing their average rank, in O(n log n)."""
+    order = np.argsort(values, kind="mergesort")
+    ordered = values[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    ends = np.r_[starts[1:], values.size]
+    ranks = np.empty(values.size, dtype=np.float64)
+    ranks[order] = np.repeat((starts + 1 + ends) / 2.0, ends - starts)
+    return ranks
+
+
 def roc_auc(labels: Sequence[bool] | np.ndarray, scores: Sequence[float] | np.ndarray) -> float:
     """Area under the ROC curve of ``scores`` for binary ``labels`` (True = positive).
 
@@ -29,13 +40,5 @@ def roc_auc(labels: Sequence[bool] | np.ndarray, scores: Sequence[float] | np.nd
     if n_pos == 0 or n_neg == 0:
         raise ValueError("AUC needs at least one positive and one negative label")
 
-    order = np.argsort(s, kind="mergesort")
-    sorted_scores = s[order]
-    # Average rank (1-based) of each group of tied scores.
-    starts = np.flatnonzero(np.r_[True, sorted_scores[1:] != sorted_scores[:-1]])
-    ends = np.r_[starts[1:], s.size]
-    group_ranks = (starts + 1 + ends) / 2.0
-    ranks = np.empty(s.size, dtype=np.float64)
-    ranks[order] = np.repeat(group_ranks, ends - starts)
-    rank_sum_pos = float(ranks[y].sum())
+    rank_sum_pos = float(midranks(s)[y].sum())
     return (rank_sum_pos - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)

@@ -1,13 +1,12 @@
 """Forgetting per-study state once it is older than a horizon of event time (pure logic).
 
-Exact-once counting (streams/analytics/stats.py), the router's duplicate check and the quality join
-keep
-one table entry per study. Kept for good they grow with every study: about 4 KB each in a
+Exact-once counting (streams/analytics/exact_once.py), the router's duplicate check and the quality
+join keep one table entry per study. Kept for good they grow with every study: about 4 KB each in a
 worker's memory, 36 GB for the city's 9 million. So each such entry is *stamped* with the Kafka
-timestamp `t` of the event that wrote it and the source partition `p` it was written for. Once
-the partition's event time (the largest record timestamp read from it) is more than the horizon
-past `t`, the agent deletes the entry, with the partition's event current, so the tombstone
-follows the entry's own writes on the same changelog partition (and recovery replays both).
+timestamp `t` of the event that wrote it and the source partition `p` it was written for. Once the
+partition's event time (the largest record timestamp read from it) is more than the horizon past
+`t`, the agent deletes the entry, with the partition's event current, so the tombstone follows the
+entry's own writes on the same changelog partition (and recovery replays both).
 
 Event time, not the wall clock: a worker that was down for an hour resumes with the entries it
 had, and forgets them only as the backlog it reads moves past them. What the horizon means for

@@ -33,8 +33,8 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from services.ops.processes import spawn_worker, stop
 from services.ops.wait_http import wait_http
 from streams.analytics import windows
+from streams.analytics.counting import COUNTERS
 from streams.analytics.sketch import LogSketch
-from streams.analytics.stats import COUNTERS
 from streams.contract import catalog, topics
 from streams.contract.catalog import FindingSpec
 from streams.contract.cloudevents import ce_headers, utc_now_rfc3339

@@ -8,7 +8,9 @@ from typing import Any
 
 import pytest
 
-from streams.analytics.stats import CELL_PREFIX, aggregate, plan_batch, plan_finding, plan_latency
+from streams.analytics.exact_once import plan_batch, plan_finding, plan_latency
+from streams.analytics.rollups import aggregate
+from streams.analytics.stats_keys import CELL_PREFIX
 from streams.rules.horizon import Horizon, stamp
 
 from .test_stats import finding, latency
@@ -109,7 +111,7 @@ def test_latency_seen_entries_are_stamped_and_expire_per_partition() -> None:
 def test_a_seen_record_in_the_older_full_key_format_still_credits_its_study() -> None:
     """Records written before digests hold the credited stats keys in full (`c`); a study's
     next service must not count the study again in those cells."""
-    from streams.analytics.stats import finding_contributions
+    from streams.analytics.counting import finding_contributions
 
     first = finding("3.1", service="chest-xray")
     legacy = {"f": ["3.1|chest-xray|1"], "c": [k for k, _ in finding_contributions(first)]}

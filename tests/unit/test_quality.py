@@ -17,21 +17,16 @@ from services.demo.reviews import ReviewConfig, reviewer_ref, simulate_reviews
 from services.synth.cxr_phantom import render_chest_xray
 from services.synth.faults import DeviceFault, apply_fault, parse_faults
 from services.synth.generate import StudyTruth, generate_studies
-from streams.analytics.auc import roc_auc
-from streams.analytics.quality import (
-    Observation,
-    QualityMonitor,
-    QualityThresholds,
-    Subject,
+from streams.analytics.agreement import (
     auc_with_ci,
     delong_components,
     delong_variance,
-    parse_review,
-    record_finding,
-    record_review,
     sensitivity_specificity,
-    summarize_reviews,
 )
+from streams.analytics.auc import roc_auc
+from streams.analytics.quality_monitor import QualityMonitor, QualityThresholds
+from streams.analytics.review_join import parse_review, record_finding, record_review
+from streams.analytics.review_windows import Observation, Subject, summarize_reviews
 from streams.contract.reasons import InputRejected, Reason
 from streams.contract.schemas import EventKind, validate
 from streams.imaging.preprocess import to_model_input

@@ -13,25 +13,18 @@ import yaml
 from jsonschema import Draft202012Validator
 
 from streams.analytics import windows
-from streams.analytics.sketch import LogSketch
-from streams.analytics.stats import (
-    CELL_PREFIX,
-    Aggregate,
+from streams.analytics.counting import finding_identity
+from streams.analytics.exact_once import (
     Plan,
-    QueryError,
-    StatsKey,
-    WindowQuery,
-    aggregate,
-    finding_identity,
     plan_batch,
     plan_deadletter,
     plan_finding,
     plan_latency,
-    snapshot,
-    stats_key,
-    totals,
-    window_rows,
 )
+from streams.analytics.rollups import Aggregate, aggregate, snapshot, totals
+from streams.analytics.sketch import LogSketch
+from streams.analytics.stats_keys import CELL_PREFIX, StatsKey, stats_key
+from streams.analytics.window_query import QueryError, WindowQuery, window_rows
 from streams.contract.schemas import SCHEMA_DIR, EventKind, validate
 
 T0 = "2024-05-14T09:59:59.5Z"
