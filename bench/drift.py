@@ -33,15 +33,15 @@ from typing import Any
 
 import orjson
 
-from services.demo.reviews import ReviewConfig, ReviewPublisher, simulate_reviews
+from services.demo.reviews import ReviewConfig, ReviewPublisher, simulate_city_reviews
 from services.ops.follow import OutcomeReader
 from services.ops.probe import wait_until_positioned
 from services.ops.processes import spawn_worker, stop
 from services.ops.wait_http import wait_http
 from services.publisher.cli import build_announcements
 from services.publisher.producer import StudyPublisher
+from services.synth.city import CityModel, CityTruth, generate_service_studies
 from services.synth.faults import DeviceFault
-from services.synth.generate import StudyTruth, generate_studies
 from streams.analytics.auc import roc_auc
 from streams.contract import topics
 from streams.contract.cloudevents import utc_now_rfc3339
@@ -53,9 +53,11 @@ RESULTS = REPO_ROOT / "bench" / "results" / "drift.json"
 @dataclass(frozen=True)
 class DriftConfig:
     studies: int = 600
+    #: A city of this many hospitals and DX rooms (every hospital has one, the rest go to
+    #: hospitals by size); chest X-ray studies spread evenly over the rooms.
     hospitals: int = 2
-    devices_per_hospital: int = 2
-    faulty_device: str = "H001-D01"
+    devices: int = 4
+    faulty_device: str = "H001-DX01"
     fault: str = DeviceFault.WRONG_WINDOW.value
     lesion_rate: float = 0.3
     #: Share of studies a radiologist reviews, and how often the read differs from the truth.
@@ -70,7 +72,7 @@ class DriftConfig:
     drain_timeout_s: float = 180.0
 
 
-def _reviewed_studies_until(truths: list[StudyTruth], reviewed: set[str], device: str,
+def _reviewed_studies_until(truths: list[CityTruth], reviewed: set[str], device: str,
                             device_reviews: int) -> tuple[int, int]:
     """Studies and reviews, in announcement order, up to the ``device_reviews``-th reviewed
     study of ``device`` (the review that completed the alert's window)."""
@@ -85,12 +87,16 @@ def _reviewed_studies_until(truths: list[StudyTruth], reviewed: set[str], device
     return len(truths), total
 
 
-def _auc_by_device(truths: list[StudyTruth], scores: dict[str, float]) -> dict[str, float | None]:
+def _lesion(truth: CityTruth) -> bool:
+    return truth.labels["lung_nodule"]
+
+
+def _auc_by_device(truths: list[CityTruth], scores: dict[str, float]) -> dict[str, float | None]:
     by_device: dict[str, tuple[list[bool], list[float]]] = {}
     for t in truths:
         if t.study_uid in scores:
             labels, values = by_device.setdefault(t.device_id, ([], []))
-            labels.append(t.lesion)
+            labels.append(_lesion(t))
             values.append(scores[t.study_uid])
     return {d: (round(roc_auc(y, s), 4) if 0 < sum(y) < len(y) else None)
             for d, (y, s) in sorted(by_device.items())}
@@ -111,11 +117,12 @@ def run_drift(cfg: DriftConfig, *, dicom_root: Path, bootstrap: str, quality_url
     """
     folder = dicom_root / f"drift-{cfg.seed}-{uuid.uuid4().hex[:8]}"
     log(f"writing {cfg.studies} studies ({cfg.faulty_device}: {cfg.fault}) under {folder}")
-    truths = generate_studies(folder, cfg.studies, seed=cfg.seed, lesion_rate=cfg.lesion_rate,
-                              hospitals=cfg.hospitals,
-                              devices_per_hospital=cfg.devices_per_hospital,
-                              device_faults={cfg.faulty_device: cfg.fault})
-    reviews = {r["study_uid"]: r for r in simulate_reviews(
+    truths = generate_service_studies(
+        folder, cfg.studies, seed=cfg.seed, prevalence={"lung_nodule": cfg.lesion_rate},
+        model=CityModel(hospitals=cfg.hospitals, devices=cfg.devices,
+                        device_mix=(("DX", 1.0),)),
+        device_faults={cfg.faulty_device: cfg.fault})
+    reviews = {r["study_uid"]: r for r in simulate_city_reviews(
         truths, ReviewConfig(sample_fraction=cfg.sample_fraction,
                              disagreement_rate=cfg.disagreement_rate, seed=cfg.seed),
         reviewed_at=utc_now_rfc3339())}
@@ -191,10 +198,10 @@ def run_drift(cfg: DriftConfig, *, dicom_root: Path, bootstrap: str, quality_url
         "model_auc_vs_planted_truth": {
             "by_device": auc,
             "faulty_device": auc.get(cfg.faulty_device),
-            "other_devices": round(roc_auc([t.lesion for t in normal if t.study_uid in scores],
+            "other_devices": round(roc_auc([_lesion(t) for t in normal if t.study_uid in scores],
                                            [scores[t.study_uid] for t in normal
                                             if t.study_uid in scores]), 4)
-            if len({t.lesion for t in normal if t.study_uid in scores}) == 2 else None,
+            if len({_lesion(t) for t in normal if t.study_uid in scores}) == 2 else None,
         },
         "alert_on_bus": {"key": on_bus[0].key, "ce_type": on_bus[0].headers.get(
             "ce_type", b"").decode()} if on_bus else None,

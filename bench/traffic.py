@@ -18,7 +18,7 @@ from pathlib import Path
 import orjson
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from services.synth.generate import generate_studies
+from services.synth.city import generate_service_studies
 from streams.contract import topics
 from streams.contract.cloudevents import utc_now_rfc3339
 
@@ -31,8 +31,8 @@ def image_pool(folder: Path, size: int) -> list[Path]:
     existing = sorted(folder.glob("**/*.dcm"))
     if len(existing) >= size:
         return existing[:size]
-    truths = generate_studies(folder, size, seed=6006, lesion_rate=0.3, hospitals=1)
-    return [Path(t.path) for t in truths]
+    truths = generate_service_studies(folder, size, seed=6006)
+    return [t.files[0] for t in truths]
 
 
 def announcement(uid: str, image: Path, priority: str = "routine") -> bytes:

@@ -1,12 +1,12 @@
 """Simulated radiologists: Review events for a sample of studies, from the planted ground truth.
 
 Why: the quality monitor compares AI scores with radiologists' reads of a periodic sample of
-studies. In the synthetic city the phantom generator knows the truth (StudyTruth.lesion); a
+studies. In the simulated city the phantom generators know the truth (CityTruth.labels); a
 simulated radiologist reads a configurable share of studies and disagrees with that truth with
 a configurable probability, as real readers do. Reviewer refs are keyed pseudonyms of a small
 reviewer pool; no patient data is involved.
 
-`simulate_reviews` is pure (seeded); `ReviewPublisher` sends the bodies to radiology.reviews.v1
+`simulate_city_reviews` is pure (seeded); `ReviewPublisher` sends the bodies to radiology.reviews.v1
 keyed by study_uid with CloudEvents headers, each checked against schemas/review.v1.json.
 """
 
@@ -25,14 +25,10 @@ from typing import Any
 import orjson
 from confluent_kafka import Producer
 
-from services.synth.generate import StudyTruth
+from services.synth.city import CityTruth
 from streams.contract import topics
 from streams.contract.cloudevents import ce_headers, utc_now_rfc3339
 from streams.contract.schemas import EventKind, validate
-
-#: The service and finding code the phantom generator plants ground truth for.
-CHEST_SERVICE = "chest-xray"
-CHEST_FINDING = "lung_nodule"
 
 
 @dataclass(frozen=True)
@@ -57,36 +53,14 @@ def reviewer_ref(seed: int, index: int) -> str:
     return hmac.new(key, f"reviewer\x00{index}".encode(), hashlib.sha256).hexdigest()[:32]
 
 
-def simulate_reviews(truths: Iterable[StudyTruth], cfg: ReviewConfig, *,
-                     reviewed_at: str, service: str = CHEST_SERVICE,
-                     finding: str = CHEST_FINDING) -> list[dict[str, Any]]:
-    """Review bodies for the sampled studies, in the order of ``truths``.
+def simulate_city_reviews(truths: Iterable[CityTruth], cfg: ReviewConfig, *,
+                          reviewed_at: str) -> list[dict[str, Any]]:
+    """Reviews for a sample of the simulated city's readable studies: one review per finding
+    of the study's service, read from the planted labels with the configured disagreement.
 
     Each study's draws come from its own stream (seed, study_uid), so whether a study is
     sampled and how it is read does not depend on the other studies.
     """
-    reviews = []
-    for truth in truths:
-        rng = random.Random(f"{cfg.seed}|{truth.study_uid}")
-        if rng.random() >= cfg.sample_fraction:
-            continue
-        disagrees = rng.random() < cfg.disagreement_rate
-        reviews.append({
-            "study_uid": truth.study_uid,
-            "service": service,
-            "code": finding,
-            "radiologist_positive": truth.lesion != disagrees,
-            "reviewer_ref": reviewer_ref(cfg.seed, rng.randrange(cfg.reviewers)),
-            "reviewed_at": reviewed_at,
-        })
-    return reviews
-
-
-def simulate_city_reviews(truths: Iterable[Any], cfg: ReviewConfig, *,
-                          reviewed_at: str) -> list[dict[str, Any]]:
-    """Reviews for a sample of the simulated city's readable studies (services.synth.city
-    CityTruth: ``service``, ``defect``, ``labels``): one review per finding of the study's
-    service, read from the planted labels with the configured disagreement."""
     reviews = []
     for truth in truths:
         if truth.defect or not truth.labels:
@@ -156,13 +130,13 @@ def publish_reviews(bootstrap: str, reviews: Iterable[dict[str, Any]]) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """`radstream reviews FOLDER`: review a sample of the studies a `radstream synth` wrote."""
-    from services.synth.generate import load_ground_truth
+    from services.synth.city import load_city_truth
     from streams.settings import Settings
 
     cfg = ReviewConfig(sample_fraction=args.fraction, disagreement_rate=args.disagreement,
                        seed=args.seed)
-    reviews = simulate_reviews(load_ground_truth(Path(args.folder)), cfg,
-                               reviewed_at=utc_now_rfc3339())
+    reviews = simulate_city_reviews(load_city_truth(Path(args.folder)), cfg,
+                                    reviewed_at=utc_now_rfc3339())
     delivered = publish_reviews(Settings.from_env().kafka, reviews)
     print(f"published {delivered}/{len(reviews)} reviews to {topics.REVIEWS.name}")
     return 0 if delivered == len(reviews) else 1
@@ -170,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("reviews", help="simulate radiologists reviewing a sample of studies")
-    p.add_argument("folder", help="a folder written by `radstream synth` (ground_truth.jsonl)")
+    p.add_argument("folder", help="a folder written by `radstream synth` (city_truth.jsonl)")
     p.add_argument("--fraction", type=float, default=ReviewConfig.sample_fraction,
                    help="share of studies reviewed")
     p.add_argument("--disagreement", type=float, default=ReviewConfig.disagreement_rate,

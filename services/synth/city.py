@@ -17,7 +17,7 @@ Everything is derived from ``seed``: study ``i`` is the same whatever ``n`` is.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from functools import cache
@@ -29,6 +29,7 @@ import numpy as np
 import orjson
 from pydicom.uid import generate_uid
 
+from services.synth.faults import DeviceFault, apply_fault
 from services.synth.phantoms.base import Phantom, ellipse, grid, to_stored
 from services.synth.phantoms.registry import available_services, phantom_module
 from services.synth.series_writer import SeriesHeader, Slice, series_path, write_series
@@ -339,6 +340,11 @@ class CityTruth:
     #: The phantom's own description of what it planted (sizes, positions).
     planted: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def files(self) -> list[Path]:
+        """The series' DICOM files, in InstanceNumber order."""
+        return sorted(Path(self.series_dir).glob("*.dcm"), key=lambda p: int(p.stem))
+
 
 def expected_outcomes(truth: CityTruth) -> dict[str, str]:
     """The pipeline outcome each service should report for a study, from what was planted
@@ -517,9 +523,12 @@ def _priority(rng: np.random.Generator, model: CityModel, service_id: str) -> st
     return _pick(rng, PRIORITIES, mix)
 
 
-def _positives(rng: np.random.Generator, module: ModuleType) -> frozenset[str]:
-    """Each finding independently at its prevalence (the trainer's draw, in FINDINGS order)."""
-    return frozenset(f for f in module.FINDINGS if rng.random() < module.PREVALENCE[f])
+def _positives(rng: np.random.Generator, module: ModuleType,
+               prevalence: Mapping[str, float]) -> frozenset[str]:
+    """Each finding independently at its prevalence (the trainer's draw, in FINDINGS order):
+    ``prevalence``'s value where it names the finding, else the phantom module's."""
+    return frozenset(f for f in module.FINDINGS
+                     if rng.random() < prevalence.get(f, module.PREVALENCE[f]))
 
 
 #: Stands in for the phantom module of the "none" service (never rendered from).
@@ -530,12 +539,14 @@ def _choose(rng: np.random.Generator, devices: Sequence[Device]) -> Device:
     return devices[int(rng.integers(len(devices)))]
 
 
-def _render(rng: np.random.Generator, plan: StudyPlan, module: ModuleType) -> _Planted:
+def _render(rng: np.random.Generator, plan: StudyPlan, module: ModuleType,
+            prevalence: Mapping[str, float]) -> _Planted:
     """The planned study's image as its device writes it, with its planned defect."""
     if plan.exam is not None:
         return _Planted(replace(other_exam_phantom(rng, plan.exam),
                                 modality=plan.device.modality), labels_kept=False)
-    phantom = replace(module.render(rng, _positives(rng, module)), modality=plan.device.modality)
+    phantom = replace(module.render(rng, _positives(rng, module, prevalence)),
+                      modality=plan.device.modality)
     if plan.defect is None:
         return _Planted(phantom)
     return _plant_defect(rng, plan.defect, service(plan.service), phantom, plan.device.modality)
@@ -626,6 +637,28 @@ def resolve_services(services: Iterable[str] | None) -> tuple[str, ...]:
     return chosen
 
 
+def _check_prevalence(prevalence: Mapping[str, float], modules: Iterable[ModuleType]) -> None:
+    known = {f for m in modules for f in m.FINDINGS}
+    for code, rate in prevalence.items():
+        if code not in known:
+            raise ValueError(f"prevalence names {code!r}, not a finding of the simulated "
+                             f"services ({', '.join(sorted(known))})")
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError(f"prevalence of {code!r} must be in [0, 1], got {rate}")
+
+
+def _fault_device(phantom: Phantom, fault: DeviceFault | str) -> Phantom:
+    """``phantom`` as a device with ``fault`` writes it; the labels stay what was planted. A
+    wrong window is computed on stored values and written in rescaled ones; a blurred image
+    keeps the device's window preset."""
+    faulty = apply_fault(fault, phantom.pixels)
+    window = phantom.window
+    if faulty.window is not None:
+        center, width = faulty.window
+        window = (center * phantom.slope + phantom.intercept, width * abs(phantom.slope))
+    return replace(phantom, pixels=faulty.pixels, window=window)
+
+
 def generate_city(
     out_dir: Path,
     n: int,
@@ -636,6 +669,8 @@ def generate_city(
     defect_rate: float = 0.05,
     not_applicable_rate: float = 0.05,
     services: Iterable[str] | None = None,
+    prevalence: Mapping[str, float] | None = None,
+    device_faults: Mapping[str, DeviceFault | str] | None = None,
     on_progress: Callable[[int, int], None] | None = None,
     reference_time: datetime = DEFAULT_REFERENCE_TIME,
 ) -> list[CityTruth]:
@@ -646,12 +681,24 @@ def generate_city(
     ``datetime.now(UTC)`` for live demos). ``services`` restricts the studies to those
     services (None: every service with a phantom module); not-applicable studies are drawn
     from ``model.other_exams`` whatever ``services`` says.
+
+    ``prevalence`` (finding code -> probability) replaces the phantom modules' own prevalence
+    of the findings it names, e.g. ``{"lung_nodule": 0.5}`` for a balanced AUC test.
+    ``device_faults`` (device id -> :class:`~services.synth.faults.DeviceFault`) degrades the
+    images of those devices only (the drift demonstration); faults draw no random numbers, so
+    every other file and the whole answer key stay as without them.
     """
     if n < 0:
         raise ValueError("n must be >= 0")
     planner = CityPlanner(model=model, defect_rate=defect_rate,
                           not_applicable_rate=not_applicable_rate, services=services)
     modules = {s: phantom_module(s) for s in planner.services}
+    prevalence = dict(prevalence or {})
+    _check_prevalence(prevalence, modules.values())
+    faults = {device: DeviceFault(f) for device, f in (device_faults or {}).items()}
+    known_devices = {d.id for d in build_city(model).devices}
+    if unknown := sorted(set(faults) - known_devices):
+        raise ValueError(f"device_faults names devices the city does not have: {unknown}")
     offsets = arrival_offsets(n, load or Load(times_real=1.0), seed=seed, day_curve=model.day_curve)
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -660,7 +707,9 @@ def generate_city(
         rng = study_rng(seed, index)
         plan = planner.plan(index, rng)
         device, age, sex = plan.device, plan.patient_age_years, plan.patient_sex
-        planted = _render(rng, plan, modules.get(plan.service, _NO_MODULE))
+        planted = _render(rng, plan, modules.get(plan.service, _NO_MODULE), prevalence)
+        if device.id in faults:
+            planted.phantom = _fault_device(planted.phantom, faults[device.id])
 
         acquired_at = reference_time + timedelta(
             seconds=float(offsets[index]) - float(rng.uniform(*model.acquisition_lag_s)))
@@ -698,6 +747,16 @@ def generate_city(
             fh.write(orjson.dumps(asdict(truth), option=orjson.OPT_APPEND_NEWLINE
                                   | orjson.OPT_SERIALIZE_NUMPY))
     return truths
+
+
+def generate_service_studies(out_dir: Path, n: int, *, seed: int, service: str = "chest-xray",
+                             **city_args: Any) -> list[CityTruth]:
+    """:func:`generate_city` with studies of ``service`` only, none technically defective and
+    none for no service: what a test or a benchmark needs when every study must end in an
+    ``ok`` Finding of that service. ``city_args`` are :func:`generate_city`'s other options
+    (``model``, ``prevalence``, ``device_faults``, ...)."""
+    return generate_city(out_dir, n, seed=seed, services=(service,), defect_rate=0.0,
+                         not_applicable_rate=0.0, **city_args)
 
 
 def _jsonable(value: Any) -> Any:

@@ -52,18 +52,22 @@ def _gaussian_matrix(n: int, sigma: float) -> np.ndarray:
 
 
 def apply_fault(fault: DeviceFault | str, pixels: np.ndarray) -> FaultyImage:
-    """What a device with ``fault`` produces for the clean 12-bit image ``pixels``."""
+    """What a device with ``fault`` produces for the clean stored values ``pixels``: one
+    image (rows, cols) or a series (slices, rows, cols), integer dtype kept. The window is in
+    stored values (the caller rescales it for a device that writes a slope or intercept)."""
     fault = DeviceFault(fault)
     if fault is DeviceFault.WRONG_WINDOW:
         lo, hi = np.percentile(pixels.astype(np.float32), ROBUST_PERCENTILES)
         span = max(float(hi) - float(lo), 1.0)
         return FaultyImage(pixels, (float(lo) + WRONG_WINDOW_CENTER * span,
                                     WRONG_WINDOW_WIDTH * span))
-    rows, cols = pixels.shape
+    rows, cols = pixels.shape[-2:]
     sigma = BLUR_SIGMA_PX * rows / 512.0
+    # A weighted mean never leaves the input's range, so the result fits its dtype.
     smooth = _gaussian_matrix(rows, sigma) @ pixels.astype(np.float32)
     smooth = smooth @ _gaussian_matrix(cols, sigma * cols / rows).T
-    return FaultyImage(np.clip(np.rint(smooth), 0, 4095).astype(np.uint16))
+    info = np.iinfo(pixels.dtype)
+    return FaultyImage(np.clip(np.rint(smooth), info.min, info.max).astype(pixels.dtype))
 
 
 def parse_faults(specs: list[str] | tuple[str, ...]) -> Mapping[str, DeviceFault]:

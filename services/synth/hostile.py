@@ -24,9 +24,12 @@ import orjson
 import pydicom
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, JPEG2000Lossless
 
-from services.synth.dicom_writer import write_cxr_dicom
+from services.synth.phantoms.base import Phantom
+from services.synth.phantoms.chest_xray import PIXEL_SPACING_MM
+from services.synth.series_writer import SeriesHeader, write_instance
 from streams.contract import topics
 from streams.contract.reasons import Reason
+from streams.imaging.preprocess import robust_window
 
 #: Pixel Data (7FE0,0010) tag as it appears in a little-endian stream.
 _PIXEL_DATA_TAG = b"\xe0\x7f\x10\x00"
@@ -59,16 +62,21 @@ class HostileEvent:
 def phantom_dicom(path: Path, *, uid_suffix: str = "1", size: tuple[int, int] = (64, 80),
                   patient_name: str = "SYNTH^HOSTILE", patient_id: str = "SYNTH-HOSTILE",
                   birth_date: str = "19700101", accession: str = "ACCHOSTILE") -> Path:
-    """A small valid chest X-ray file: the template every broken file starts from."""
+    """A small valid chest X-ray file (12-bit noise, written by the city's series writer): the
+    template every broken file starts from."""
     rng = np.random.default_rng(int(uid_suffix) if uid_suffix.isdigit() else 0)
     pixels = rng.integers(0, 4096, size).astype(np.uint16)
     base = "1.2.826.0.1.3680043.8.498.777"
-    write_cxr_dicom(path, pixels, study_uid=f"{base}.1.{uid_suffix}",
-                    series_uid=f"{base}.2.{uid_suffix}", sop_uid=f"{base}.3.{uid_suffix}",
-                    patient_name=patient_name, patient_id=patient_id, birth_date=birth_date,
-                    accession=accession, institution="Synthetic City Hospital H999",
-                    station="H999-D01", acquired_at=datetime(2024, 3, 1, 11, 0, tzinfo=UTC))
-    return path
+    phantom = Phantom(pixels=pixels[None], modality="DX", body_part="CHEST",
+                      series_description="CHEST PA",
+                      pixel_spacing=(PIXEL_SPACING_MM, PIXEL_SPACING_MM),
+                      window=robust_window(pixels.astype(np.float32)))
+    header = SeriesHeader(study_uid=f"{base}.1.{uid_suffix}", series_uid=f"{base}.2.{uid_suffix}",
+                          patient_name=patient_name, patient_id=patient_id,
+                          birth_date=birth_date, accession=accession,
+                          institution="Synthetic City Hospital H999", station="H999-D01",
+                          acquired_at=datetime(2024, 3, 1, 11, 0, tzinfo=UTC))
+    return write_instance(path, phantom, header)
 
 
 def _meta_end(data: bytes) -> int:

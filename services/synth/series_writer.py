@@ -8,32 +8,36 @@ PixelSpacing, slice spacing) before inference, so the simulator must exercise ex
 Layout: ``<root>/<hospital>/<study_uid>/<series_uid>/<n>.dcm`` with ``n`` = InstanceNumber
 1..N and slice ``i`` (0-based) at z = ``i * slice_spacing`` mm. Explicit VR Little Endian, the
 SOP class of the modality, 16-bit words (PixelRepresentation 1 for int16 pixels).
+:func:`encode_series` builds the files' bytes without touching the disk (the hostile corpus
+writes its template from them); :func:`write_series` writes them.
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 import numpy as np
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_data_element
 from pydicom.uid import (
+    PYDICOM_IMPLEMENTATION_UID,
+    UID,
     ComputedRadiographyImageStorage,
     CTImageStorage,
     DigitalMammographyXRayImageStorageForPresentation,
     DigitalXRayImageStorageForPresentation,
+    ExplicitVRLittleEndian,
     MRImageStorage,
     SecondaryCaptureImageStorage,
     UltrasoundImageStorage,
     generate_uid,
 )
 
-from services.synth.dicom_writer import decimal_string, new_dataset, set_study_tags
 from services.synth.phantoms.base import Phantom
 
 #: SOP class written per Modality; anything else is stored as Secondary Capture.
@@ -68,7 +72,7 @@ class SeriesHeader:
     """Who, where and when: the patient/study/device tags of one synthetic series.
 
     ``patient_name``, ``patient_id``, ``birth_date`` and ``accession`` are synthetic PHI
-    canaries (see :mod:`services.synth.generate`).
+    canaries: they must never reach the bus, so tests can grep for them.
     """
 
     study_uid: str
@@ -89,6 +93,58 @@ class SeriesHeader:
     modality: str = ""
     body_part: str = ""
     series_number: int = 1
+
+
+def decimal_string(value: float) -> str:
+    """Format a float as a DICOM DS (decimal string, at most 16 characters)."""
+    return f"{value:.6g}"
+
+
+def new_dataset(path: Path, sop_class: str, sop_uid: str) -> FileDataset:
+    """An empty Part 10 dataset (Explicit VR Little Endian file meta) of one SOP instance."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = UID(sop_class)
+    meta.MediaStorageSOPInstanceUID = UID(sop_uid)
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    meta.ImplementationVersionName = "RADSTREAM_SYNTH"
+
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.SOPClassUID = UID(sop_class)
+    ds.SOPInstanceUID = sop_uid
+    return ds
+
+
+def set_study_tags(ds: Dataset, header: SeriesHeader, *, study_description: str,
+                   series_description: str) -> None:
+    """The patient, study, series, timing and device tags every synthetic instance carries."""
+    ds.StudyInstanceUID = header.study_uid
+    ds.SeriesInstanceUID = header.series_uid
+    ds.ImageType = ["ORIGINAL", "PRIMARY"]
+
+    acquired_at = header.acquired_at
+    date, time = acquired_at.strftime("%Y%m%d"), acquired_at.strftime("%H%M%S.%f")
+    ds.StudyDate = ds.SeriesDate = ds.AcquisitionDate = ds.ContentDate = date
+    ds.StudyTime = ds.SeriesTime = ds.AcquisitionTime = ds.ContentTime = time
+    ds.AcquisitionDateTime = f"{date}{time}"
+
+    ds.PatientName = header.patient_name
+    ds.PatientID = header.patient_id
+    ds.PatientBirthDate = header.birth_date
+    ds.PatientSex = header.sex
+    if header.age_years is not None:
+        ds.PatientAge = f"{max(0, min(header.age_years, 999)):03d}Y"
+    ds.AccessionNumber = header.accession
+    ds.ReferringPhysicianName = ""
+    ds.StudyID = header.accession[-16:]
+    ds.StudyDescription = study_description
+    ds.SeriesDescription = series_description
+
+    ds.Manufacturer = "radstream synthetic"
+    ds.InstitutionName = header.institution
+    ds.StationName = header.station
+    ds.DeviceSerialNumber = header.station
 
 
 def series_path(root: Path, hospital_id: str, study_uid: str, series_uid: str) -> Path:
@@ -120,11 +176,7 @@ def _series_dataset(phantom: Phantom, header: SeriesHeader, path: Path) -> Datas
     pixels = phantom.pixels
     ds = new_dataset(path, SOP_CLASS_BY_MODALITY.get(modality, SecondaryCaptureImageStorage),
                      sop_uid(header.series_uid, 1))
-    set_study_tags(ds, study_uid=header.study_uid, series_uid=header.series_uid,
-                   patient_name=header.patient_name, patient_id=header.patient_id,
-                   birth_date=header.birth_date, accession=header.accession,
-                   institution=header.institution, station=header.station,
-                   acquired_at=header.acquired_at, sex=header.sex, age_years=header.age_years,
+    set_study_tags(ds, header,
                    study_description=header.study_description or phantom.series_description,
                    series_description=phantom.series_description)
     ds.Modality = modality
@@ -205,9 +257,18 @@ def _encoded_elements(ds: Dataset) -> list[tuple[int, bytes]]:
     return out
 
 
-def write_series(root: Path, hospital_id: str, phantom: Phantom, header: SeriesHeader, *,
-                 on_slice: SliceHook | None = None) -> list[Path]:
-    """Write the slices of ``phantom``; returns the files written, in InstanceNumber order.
+def _checked_pixels(phantom: Phantom) -> np.ndarray:
+    pixels = phantom.pixels
+    if pixels.ndim != 3 or pixels.shape[0] < 1:
+        raise ValueError(f"expected (slices, rows, cols) pixels, got shape {pixels.shape}")
+    if pixels.dtype not in (np.int16, np.uint16):
+        raise ValueError(f"expected int16 or uint16 stored values, got {pixels.dtype}")
+    return pixels
+
+
+def encode_series(phantom: Phantom, header: SeriesHeader, *,
+                  on_slice: SliceHook | None = None) -> Iterator[tuple[int, bytes]]:
+    """The Part 10 bytes of each slice of ``phantom``: (InstanceNumber, file bytes), in order.
 
     ``phantom.pixels`` must be (slices, rows, cols) int16 or uint16 stored values.
 
@@ -217,14 +278,8 @@ def write_series(root: Path, hospital_id: str, phantom: Phantom, header: SeriesH
     ImagePositionPatient, SliceLocation, PixelData) are encoded here; the unit tests check the
     bytes equal pydicom's own output.
     """
-    pixels = phantom.pixels
-    if pixels.ndim != 3 or pixels.shape[0] < 1:
-        raise ValueError(f"expected (slices, rows, cols) pixels, got shape {pixels.shape}")
-    if pixels.dtype not in (np.int16, np.uint16):
-        raise ValueError(f"expected int16 or uint16 stored values, got {pixels.dtype}")
-    folder = series_path(root, hospital_id, header.study_uid, header.series_uid)
-    folder.mkdir(parents=True, exist_ok=True)
-    ds = _series_dataset(phantom, header, folder / "1.dcm")
+    pixels = _checked_pixels(phantom)
+    ds = _series_dataset(phantom, header, Path("1.dcm"))
     meta = ds.file_meta
     meta.FileMetaInformationVersion = b"\x00\x01"  # pydicom adds it on save; so do we
     for tag in _PER_SLICE_TAGS:
@@ -239,7 +294,6 @@ def write_series(root: Path, hospital_id: str, phantom: Phantom, header: SeriesH
     x0 = position_string(-0.5 * col_mm * pixels.shape[2])
     y0 = position_string(-0.5 * row_mm * pixels.shape[1])
     little = pixels.astype(pixels.dtype.newbyteorder("<"), copy=False)
-    paths = []
     for i in range(pixels.shape[0]):
         item: Slice | None = Slice(index=i, instance_number=i + 1, z=i * phantom.slice_spacing,
                                    pixel_data=np.ascontiguousarray(little[i]).tobytes())
@@ -260,9 +314,30 @@ def write_series(root: Path, hospital_id: str, phantom: Phantom, header: SeriesH
             (_PIXEL_DATA, _encode(_PIXEL_DATA, "OW", item.pixel_data)),
         ]
         body = b"".join(b for _, b in sorted([*shared, *per_slice]))
-        path = folder / f"{item.instance_number}.dcm"
-        path.write_bytes(b"".join((
+        yield item.instance_number, b"".join((
             b"\0" * 128, b"DICM",
-            struct.pack("<HH2sHI", 2, 0, b"UL", 4, len(meta_body)), meta_body, body)))
+            struct.pack("<HH2sHI", 2, 0, b"UL", 4, len(meta_body)), meta_body, body))
+
+
+def write_series(root: Path, hospital_id: str, phantom: Phantom, header: SeriesHeader, *,
+                 on_slice: SliceHook | None = None) -> list[Path]:
+    """Write the slices of ``phantom`` (see :func:`encode_series`) under
+    :func:`series_path`; returns the files written, in InstanceNumber order."""
+    _checked_pixels(phantom)
+    folder = series_path(root, hospital_id, header.study_uid, header.series_uid)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for instance_number, data in encode_series(phantom, header, on_slice=on_slice):
+        path = folder / f"{instance_number}.dcm"
+        path.write_bytes(data)
         paths.append(path)
     return paths
+
+
+def write_instance(path: Path, phantom: Phantom, header: SeriesHeader) -> Path:
+    """Write a one-slice ``phantom`` as the single file ``path``, outside the series layout
+    (the hostile corpus's templates, test fixtures)."""
+    ((_, data),) = encode_series(phantom, header)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path

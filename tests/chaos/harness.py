@@ -23,7 +23,7 @@ from confluent_kafka import Producer
 from services.ops.follow import OutcomeReader
 from services.ops.processes import spawn_worker, stop
 from services.ops.wait_http import wait_http
-from services.synth.generate import StudyTruth, generate_studies
+from services.synth.city import CityModel, CityTruth, generate_service_studies
 from streams.contract import topics
 from streams.contract.cloudevents import utc_now_rfc3339
 from streams.settings import REPO_ROOT
@@ -75,7 +75,7 @@ class City:
                     "RADSTREAM_TRITON_METRICS_PORT": str(TRITON_METRICS)}
         self.bootstrap = f"127.0.0.1:{KAFKA_PORT}"
         self.workers: list[subprocess.Popen[bytes]] = []
-        self.pool: list[StudyTruth] = []
+        self.pool: list[CityTruth] = []
 
     # --- infrastructure -------------------------------------------------------------------
     def _script(self, name: str, *args: str) -> None:
@@ -129,10 +129,12 @@ class City:
 
     # --- studies --------------------------------------------------------------------------
     def make_pool(self, size: int) -> None:
-        self.pool = generate_studies(self.dicom / "pool", size, seed=4242, lesion_rate=0.3,
-                                     hospitals=4)
+        # Four hospitals' DX rooms, nodules at the chest phantom's own prevalence (0.3).
+        self.pool = generate_service_studies(
+            self.dicom / "pool", size, seed=4242,
+            model=CityModel(hospitals=4, devices=8, device_mix=(("DX", 1.0),)))
 
-    def announcements(self, n: int) -> list[tuple[str, StudyTruth, bytes]]:
+    def announcements(self, n: int) -> list[tuple[str, CityTruth, bytes]]:
         """n StudyAnnounced bodies with fresh UIDs over the image pool."""
         rng = random.Random(n)
         out = []
@@ -145,11 +147,11 @@ class City:
                     "priority": "routine", "acquired_at": now, "published_at": now,
                     "patient_ref": uuid.uuid4().hex,
                     "series": [{"series_uid": uid + ".1", "modality": "DX", "body_part": "CHEST",
-                                "instance_count": 1, "uri": Path(truth.path).as_uri()}]}
+                                "instance_count": 1, "uri": truth.files[0].as_uri()}]}
             out.append((uid, truth, orjson.dumps(body)))
         return out
 
-    def publish(self, items: list[tuple[str, StudyTruth, bytes]], rate_per_s: float) -> None:
+    def publish(self, items: list[tuple[str, CityTruth, bytes]], rate_per_s: float) -> None:
         producer = Producer({"bootstrap.servers": self.bootstrap, "enable.idempotence": True,
                              "acks": "all", "linger.ms": 5})
         start = time.monotonic()

@@ -23,7 +23,7 @@ from services.ops.probe import wait_until_positioned
 from services.ops.processes import spawn_worker, stop
 from services.ops.wait_http import wait_http
 from services.publisher import publish_path
-from services.synth.generate import generate_studies
+from services.synth.city import generate_service_studies
 from streams.contract import topics
 from streams.rules.origin import intake_topic
 from streams.settings import REPO_ROOT
@@ -126,7 +126,7 @@ def publish_and_wait(worker: Worker, bootstrap: str, n: int, *, seed: int,
     publisher, wait for their Findings and for the stats API to count all of them."""
     hospital = f"T{uuid.uuid4().hex[:8]}"
     folder = worker.root / hospital
-    truths = generate_studies(folder, n, seed=seed, lesion_rate=0.4, hospitals=2)
+    truths = generate_service_studies(folder, n, seed=seed, prevalence={"lung_nodule": 0.4})
     uids = frozenset(t.study_uid for t in truths)
     outcomes = OutcomeReader(bootstrap).start()
     try:

@@ -13,7 +13,7 @@ import pytest
 from confluent_kafka import Producer
 
 from services.ops.follow import OutcomeReader
-from services.synth.generate import generate_studies
+from services.synth.city import generate_service_studies
 from streams.contract import topics
 from streams.contract.cloudevents import utc_now_rfc3339
 from streams.contract.schemas import EventKind, validate
@@ -49,8 +49,8 @@ def test_each_bad_input_is_dead_lettered_with_its_reason(worker: Worker, bootstr
     root = worker.root / f"bad-{uuid.uuid4().hex[:6]}"
     root.mkdir()
     # A real study to copy and damage, and one to publish last to show the worker still works.
-    truths = generate_studies(root / "good", 2, seed=7, hospitals=1)
-    good_file = Path(truths[0].path)
+    truths = generate_service_studies(root / "good", 2, seed=7)
+    good_file = truths[0].files[0]
     not_dicom = root / "not-dicom.dcm"
     not_dicom.write_bytes(b"this is not a DICOM file" * 100)
     truncated = root / "truncated.dcm"
@@ -82,7 +82,7 @@ def test_each_bad_input_is_dead_lettered_with_its_reason(worker: Worker, bootstr
                           ("uri_unsupported", "https://pacs.example/wado/1")]:
         body = announce(uid(), uri)
         case(expected, orjson.dumps(body), body["study_uid"])
-    good = announce(uid(), Path(truths[1].path).as_uri())
+    good = announce(uid(), truths[1].files[0].as_uri())
 
     outcomes = OutcomeReader(bootstrap).start()
     try:

@@ -17,7 +17,7 @@ import pytest
 from confluent_kafka import Producer
 
 from services.ops.follow import OutcomeReader
-from services.synth.generate import generate_studies
+from services.synth.city import generate_service_studies
 from services.synth.hostile import (
     HostileEvent,
     announcement,
@@ -102,8 +102,8 @@ def test_hostile_corpus_is_dead_lettered_precisely(worker: Worker, bootstrap: st
     accepted = {e.key for e in events if e.reason is None}
     assert accepted <= set(rejected)  # the duplicate trio shares one study_uid
 
-    good_truth = generate_studies(root / "good", 1, seed=4711, hospitals=1)[0]
-    good = announcement(uid(), Path(good_truth.path).as_uri(), published_at=published)
+    good_truth = generate_service_studies(root / "good", 1, seed=4711)[0]
+    good = announcement(uid(), good_truth.files[0].as_uri(), published_at=published)
 
     rss_before = rss_bytes(worker.proc.pid)
     counts_before = deadletter_counts(worker)

@@ -11,7 +11,7 @@ import pytest
 from confluent_kafka import Producer
 
 from services.ops.follow import OutcomeReader
-from services.synth.generate import generate_studies
+from services.synth.city import generate_service_studies
 from streams.contract import topics
 from streams.contract.cloudevents import utc_now_rfc3339
 
@@ -32,13 +32,13 @@ def announce(uid: str, hospital: str, path: Path) -> bytes:
 
 def test_intake_gate_forwards_own_studies_and_rejects_impersonation(worker: Worker,
                                                                      bootstrap: str) -> None:
-    truths = generate_studies(worker.root / f"intake-{uuid.uuid4().hex[:6]}", 1, seed=11,
-                              hospitals=1)
+    truths = generate_service_studies(worker.root / f"intake-{uuid.uuid4().hex[:6]}", 1,
+                                      seed=11)
     own, forged = f"2.25.{uuid.uuid4().int}", f"2.25.{uuid.uuid4().int}"
     reader = OutcomeReader(bootstrap).start()
     try:
         producer = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
-        path = Path(truths[0].path)
+        path = truths[0].files[0]
         producer.produce(INTAKE_TEST_TOPIC, key=own.encode(),
                          value=announce(own, INTAKE_TEST_HOSPITAL, path))
         producer.produce(INTAKE_TEST_TOPIC, key=forged.encode(),

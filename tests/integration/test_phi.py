@@ -20,7 +20,7 @@ from confluent_kafka.admin import AdminClient
 
 from services.ops.follow import OutcomeReader
 from services.publisher import publish_path
-from services.synth.generate import generate_studies
+from services.synth.city import generate_service_studies
 from streams.contract import topics
 
 from .conftest import TEST_KEY, Worker
@@ -128,14 +128,14 @@ def test_planted_phi_never_leaves_the_hospital(worker: Worker, bootstrap: str) -
     tag = uuid.uuid4().hex[:8].upper()
     hospital = f"PHI{tag}"
     folder = worker.root / hospital
-    truths = generate_studies(folder, 3, seed=int(tag, 16) % 100_000, hospitals=1)
+    truths = generate_service_studies(folder, 3, seed=int(tag, 16) % 100_000)
     for i, truth in enumerate(truths):
-        plant(Path(truth.path), tag, i, BIRTH_DATES[i], bad_date=i == 1)
+        plant(truth.files[0], tag, i, BIRTH_DATES[i], bad_date=i == 1)
     # A damaged file still carrying the PHI header: its dead letter must not quote it either.
-    broken = Path(truths[2].path)
+    broken = truths[2].files[0]
     broken.write_bytes(broken.read_bytes()[:-1000])
     patterns = needles(tag, len(truths))
-    assert leaks(Path(truths[0].path).read_bytes(), patterns), "canaries were not planted"
+    assert leaks(truths[0].files[0].read_bytes(), patterns), "canaries were not planted"
 
     since_ms = int(time.time() * 1000) - 1000
     uids = {t.study_uid for t in truths}

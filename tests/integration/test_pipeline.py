@@ -14,7 +14,7 @@ import pytest
 
 from services.ops.follow import OutcomeReader
 from services.publisher import publish_path
-from services.synth.generate import generate_studies
+from services.synth.city import generate_service_studies
 from streams.analytics.auc import roc_auc
 from streams.contract import topics
 from streams.contract.schemas import EventKind, validate
@@ -49,7 +49,8 @@ def stats(worker: Worker) -> dict:
 def test_two_hundred_studies_end_to_end(worker: Worker, bootstrap: str) -> None:
     hospital = f"T{uuid.uuid4().hex[:8]}"
     folder = worker.root / hospital
-    truths = generate_studies(folder, N_STUDIES, seed=90210, lesion_rate=0.4, hospitals=3)
+    truths = generate_service_studies(folder, N_STUDIES, seed=90210,
+                                      prevalence={"lung_nodule": 0.4})
     uids = {t.study_uid for t in truths}
     before_metrics = worker.metrics_text()
     before_triton = triton_counts()
@@ -84,7 +85,7 @@ def test_two_hundred_studies_end_to_end(worker: Worker, bootstrap: str) -> None:
         assert set(rec.body["stages"]) == {"queue", "fetch", "preprocess", "infer", "publish"}
 
     # The model is real: its scores separate planted lesions from clean studies it never saw.
-    truth = {t.study_uid: t.lesion for t in truths}
+    truth = {t.study_uid: t.labels["lung_nodule"] for t in truths}
     scores = {r.key: r.body["findings"][0]["score"] for r in findings}
     auc = roc_auc([truth[u] for u in scores], list(scores.values()))
     assert auc >= 0.9, f"AUC {auc:.3f} on unseen studies"

@@ -17,11 +17,11 @@ from .conftest import Worker
 
 pytestmark = pytest.mark.integration
 
-FAULTY = "H001-D01"
+FAULTY = "H001-DX01"
 
 
 def test_faulty_device_is_named_by_a_quality_alert(worker: Worker, bootstrap: str) -> None:
-    cfg = DriftConfig(studies=120, hospitals=1, devices_per_hospital=2, faulty_device=FAULTY,
+    cfg = DriftConfig(studies=120, hospitals=1, devices=2, faulty_device=FAULTY,
                       sample_fraction=1.0, rate_per_s=20.0, seed=8128, alert_timeout_s=180.0,
                       drain=False)
     quality_url = worker.stats_url.replace("/stats", "/quality")

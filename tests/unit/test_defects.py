@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from services.synth.cxr_phantom import render_chest_xray
+from services.synth.phantoms.chest_xray import render_chest_xray
 from services.synth.phantoms.registry import phantom_module
 from streams.contract.catalog import DefectChecks, catalog, service
 from streams.contract.reasons import TECHNICAL_DEFECTS, InputRejected, Reason

@@ -10,27 +10,31 @@ from urllib.parse import quote
 import numpy as np
 import pytest
 
-from services.synth.dicom_writer import write_cxr_dicom
+from services.synth.phantoms.base import Phantom
+from services.synth.series_writer import SeriesHeader, write_instance
 from streams.contract.reasons import InputRejected, Reason
 from streams.imaging.dicom_io import read_image, read_image_from_uri, resolve_uri
+from streams.imaging.preprocess import robust_window
+
+HEADER = SeriesHeader(
+    study_uid="1.2.826.0.1.3680043.8.498.1",
+    series_uid="1.2.826.0.1.3680043.8.498.2",
+    patient_name="SYNTH^PATIENT0001",
+    patient_id="SYNTH-1",
+    birth_date="19700101",
+    accession="ACC1",
+    institution="Synthetic City Hospital H001",
+    station="H001-DX01",
+    acquired_at=datetime(2024, 3, 1, 11, 30, tzinfo=UTC),
+)
 
 
 def _write(path: Path, pixels: np.ndarray) -> Path:
-    write_cxr_dicom(
-        path,
-        pixels,
-        study_uid="1.2.826.0.1.3680043.8.498.1",
-        series_uid="1.2.826.0.1.3680043.8.498.2",
-        sop_uid="1.2.826.0.1.3680043.8.498.3",
-        patient_name="SYNTH^PATIENT0001",
-        patient_id="SYNTH-1",
-        birth_date="19700101",
-        accession="ACC1",
-        institution="Synthetic City Hospital H001",
-        station="H001-D01",
-        acquired_at=datetime(2024, 3, 1, 11, 30, tzinfo=UTC),
-    )
-    return path
+    """A chest radiograph file as the city's series writer writes it, with the robust window."""
+    phantom = Phantom(pixels=pixels[None], modality="DX", body_part="CHEST",
+                      series_description="CHEST PA", pixel_spacing=(0.7, 0.7),
+                      window=robust_window(pixels.astype(np.float32)))
+    return write_instance(path, phantom, HEADER)
 
 
 @pytest.fixture

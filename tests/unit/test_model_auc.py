@@ -15,7 +15,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from services.synth.generate import generate_studies
+from services.synth.city import generate_service_studies
 from streams.analytics.auc import roc_auc
 from streams.contract.catalog import MODEL_CARDS
 from streams.imaging.dicom_io import read_image_from_uri
@@ -33,10 +33,11 @@ def batch(tmp_path_factory: pytest.TempPathFactory) -> tuple[np.ndarray, np.ndar
     card = json.loads(CARD.read_text())
     assert FRESH_SEED not in (card["seed"], card["heldout_seed"])
     root = tmp_path_factory.mktemp("fresh")
-    truths = generate_studies(root, N_STUDIES, seed=FRESH_SEED, lesion_rate=0.5)
+    truths = generate_service_studies(root, N_STUDIES, seed=FRESH_SEED,
+                                      prevalence={"lung_nodule": 0.5})
     images = []
     for t in truths:
-        img = read_image_from_uri(Path(t.path).as_uri(), [root])
+        img = read_image_from_uri(t.files[0].as_uri(), [root])
         images.append(
             to_model_input(
                 img.pixels,
@@ -47,7 +48,7 @@ def batch(tmp_path_factory: pytest.TempPathFactory) -> tuple[np.ndarray, np.ndar
                 window_width=img.window_width,
             )
         )
-    return np.stack(images), np.array([t.lesion for t in truths])
+    return np.stack(images), np.array([t.labels["lung_nodule"] for t in truths])
 
 
 def _score(images: np.ndarray) -> np.ndarray:

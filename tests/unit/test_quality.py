@@ -13,10 +13,10 @@ import onnxruntime as ort
 import pydicom
 import pytest
 
-from services.demo.reviews import ReviewConfig, reviewer_ref, simulate_reviews
-from services.synth.cxr_phantom import render_chest_xray
+from services.demo.reviews import ReviewConfig, reviewer_ref, simulate_city_reviews
+from services.synth.city import CityModel, CityTruth, generate_service_studies
 from services.synth.faults import DeviceFault, apply_fault, parse_faults
-from services.synth.generate import StudyTruth, generate_studies
+from services.synth.phantoms.chest_xray import render_chest_xray
 from streams.analytics.agreement import (
     auc_with_ci,
     delong_components,
@@ -291,19 +291,24 @@ def test_bad_reviews_are_rejected_with_a_reason(raw: bytes, reason: Reason) -> N
 # --- the simulated radiologists ----------------------------------------------------------------
 
 def test_simulated_reviews_sample_disagree_and_stay_pseudonymous() -> None:
-    truths = [StudyTruth(study_uid=f"1.2.3.{i}", hospital_id="H001", device_id="H001-D01",
-                         lesion=i % 2 == 0, path="", lesion_truth=None,
-                         patient_id=f"SYNTH-5-{i:06d}") for i in range(60)]
-    everyone = simulate_reviews(truths, ReviewConfig(sample_fraction=1.0, disagreement_rate=0.0),
-                                reviewed_at=AT)
-    assert [r["radiologist_positive"] for r in everyone] == [t.lesion for t in truths]
-    flipped = simulate_reviews(truths, ReviewConfig(sample_fraction=1.0, disagreement_rate=1.0),
-                               reviewed_at=AT)
-    assert [r["radiologist_positive"] for r in flipped] == [not t.lesion for t in truths]
-    sample = simulate_reviews(truths, ReviewConfig(sample_fraction=0.3, seed=9), reviewed_at=AT)
+    truths = [CityTruth(study_uid=f"1.2.3.{i}", hospital_id="H001", device_id="H001-DX01",
+                        service="chest-xray", modality="DX", body_part="CHEST",
+                        priority="routine", defect=None, labels={"lung_nodule": i % 2 == 0},
+                        measurements={}, announce_at_s=float(i), patient_age_years=50,
+                        patient_sex="F", body_part_override=None, series_dir="",
+                        patient_id=f"SYNTH-5-{i:06d}") for i in range(60)]
+    lesion = [t.labels["lung_nodule"] for t in truths]
+    everyone = simulate_city_reviews(
+        truths, ReviewConfig(sample_fraction=1.0, disagreement_rate=0.0), reviewed_at=AT)
+    assert [r["radiologist_positive"] for r in everyone] == lesion
+    flipped = simulate_city_reviews(
+        truths, ReviewConfig(sample_fraction=1.0, disagreement_rate=1.0), reviewed_at=AT)
+    assert [r["radiologist_positive"] for r in flipped] == [not x for x in lesion]
+    sample = simulate_city_reviews(truths, ReviewConfig(sample_fraction=0.3, seed=9),
+                                   reviewed_at=AT)
     assert 8 <= len(sample) <= 30
-    assert sample == simulate_reviews(truths, ReviewConfig(sample_fraction=0.3, seed=9),
-                                      reviewed_at=AT)
+    assert sample == simulate_city_reviews(truths, ReviewConfig(sample_fraction=0.3, seed=9),
+                                           reviewed_at=AT)
     refs = {reviewer_ref(1, i) for i in range(12)}
     for review in everyone:
         validate(EventKind.REVIEW, review)
@@ -314,16 +319,17 @@ def test_simulated_reviews_sample_disagree_and_stay_pseudonymous() -> None:
 # --- the faulty device of the drift demonstration ----------------------------------------------
 
 def test_faults_touch_only_the_named_device(tmp_path: Path) -> None:
-    clean = generate_studies(tmp_path / "clean", 12, seed=31, hospitals=1)
-    faulty = generate_studies(tmp_path / "faulty", 12, seed=31, hospitals=1,
-                              device_faults=parse_faults(["H001-D01=wrong_window"]))
-    assert {t.device_id for t in clean} == {"H001-D01", "H001-D02"}
+    city = CityModel(hospitals=1, devices=2, device_mix=(("DX", 1.0),))
+    clean = generate_service_studies(tmp_path / "clean", 12, seed=31, model=city)
+    faulty = generate_service_studies(tmp_path / "faulty", 12, seed=31, model=city,
+                                      device_faults=parse_faults(["H001-DX01=wrong_window"]))
+    assert {t.device_id for t in clean} == {"H001-DX01", "H001-DX02"}
     for a, b in zip(clean, faulty, strict=True):
-        assert (a.study_uid, a.lesion, a.lesion_truth) == (b.study_uid, b.lesion, b.lesion_truth)
-        same = Path(a.path).read_bytes() == Path(b.path).read_bytes()
-        assert same == (a.device_id != "H001-D01")
+        assert (a.study_uid, a.labels, a.planted) == (b.study_uid, b.labels, b.planted)
+        same = a.files[0].read_bytes() == b.files[0].read_bytes()
+        assert same == (a.device_id != "H001-DX01")
         if not same:
-            da, db = pydicom.dcmread(a.path), pydicom.dcmread(b.path)
+            da, db = pydicom.dcmread(a.files[0]), pydicom.dcmread(b.files[0])
             np.testing.assert_array_equal(da.pixel_array, db.pixel_array)
             assert float(db.WindowCenter) > float(da.WindowCenter)
     with pytest.raises(ValueError, match="unknown device fault"):

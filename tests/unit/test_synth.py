@@ -1,4 +1,4 @@
-"""The synthetic city's studies: deterministic, truthful ground truth, valid DICOM."""
+"""The simulated city's chest X-ray studies: deterministic, truthful ground truth, valid DICOM."""
 
 from __future__ import annotations
 
@@ -9,25 +9,39 @@ import orjson
 import pydicom
 import pytest
 
-from services.synth.cxr_phantom import render_chest_xray
-from services.synth.generate import StudyTruth, generate_studies, load_ground_truth
+from services.synth.city import (
+    CITY_TRUTH_FILE,
+    CityModel,
+    CityTruth,
+    generate_service_studies,
+    load_city_truth,
+)
+from services.synth.phantoms.chest_xray import SIZE, render_chest_xray
+
+#: A three-hospital city of DX rooms, so every study's hospital is one of three.
+SMALL_CITY = CityModel(hospitals=3, devices=6, device_mix=(("DX", 1.0),))
+
+
+def _chest(out: Path, n: int, seed: int, rate: float = 0.5) -> list[CityTruth]:
+    return generate_service_studies(out, n, seed=seed, model=SMALL_CITY,
+                                    prevalence={"lung_nodule": rate})
 
 
 @pytest.fixture(scope="module")
-def studies(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[StudyTruth]]:
+def studies(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[CityTruth]]:
     out = tmp_path_factory.mktemp("city")
-    return out, generate_studies(out, 40, seed=11, lesion_rate=0.5, hospitals=3)
+    return out, _chest(out, 40, seed=11)
 
 
-def test_deterministic_for_a_seed(tmp_path: Path, studies: tuple[Path, list[StudyTruth]]) -> None:
+def test_deterministic_for_a_seed(tmp_path: Path, studies: tuple[Path, list[CityTruth]]) -> None:
     _, truths = studies
-    again = generate_studies(tmp_path, 5, seed=11, lesion_rate=0.5, hospitals=3)
+    again = _chest(tmp_path, 5, seed=11)
     for a, b in zip(truths[:5], again, strict=True):
-        assert (a.study_uid, a.lesion, a.lesion_truth, a.device_id) == (
-            b.study_uid, b.lesion, b.lesion_truth, b.device_id,
+        assert (a.study_uid, a.labels, a.planted, a.device_id) == (
+            b.study_uid, b.labels, b.planted, b.device_id,
         )
-        assert Path(a.path).read_bytes() == Path(b.path).read_bytes()
-    other = generate_studies(tmp_path / "other", 5, seed=12, lesion_rate=0.5, hospitals=3)
+        assert a.files[0].read_bytes() == b.files[0].read_bytes()
+    other = _chest(tmp_path / "other", 5, seed=12)
     assert {t.study_uid for t in other}.isdisjoint(t.study_uid for t in truths)
 
 
@@ -40,31 +54,43 @@ def test_phantom_is_12bit_and_seeded() -> None:
     assert truth is not None and 0 <= truth.center_x < 128 and truth.radius_px > 0
 
 
-def test_ground_truth_file(studies: tuple[Path, list[StudyTruth]]) -> None:
+def test_ground_truth_file(studies: tuple[Path, list[CityTruth]]) -> None:
     out, truths = studies
-    lines = (out / "ground_truth.jsonl").read_bytes().splitlines()
+    lines = (out / CITY_TRUTH_FILE).read_bytes().splitlines()
     assert len(lines) == len(truths)
     first = orjson.loads(lines[0])
-    assert {"study_uid", "hospital_id", "device_id", "lesion", "path", "lesion_truth"} <= set(first)
-    assert load_ground_truth(out) == truths
+    assert {"study_uid", "hospital_id", "device_id", "labels", "series_dir",
+            "planted"} <= set(first)
+    assert load_city_truth(out) == truths
     for t in truths:
-        assert (t.lesion_truth is not None) == t.lesion
-        assert t.device_id.startswith(t.hospital_id + "-D")
+        assert (t.service, t.defect, set(t.labels)) == ("chest-xray", None, {"lung_nodule"})
+        assert ("lung_nodule" in t.planted) == t.labels["lung_nodule"]
+        assert t.device_id.startswith(t.hospital_id + "-DX")
         assert t.hospital_id in {"H001", "H002", "H003"}
-        path = Path(t.path)
-        assert path.is_file() and path.name == "1.dcm"
+        (path,) = t.files
+        assert path.is_file() and path.name == "1.dcm" and t.instance_count == 1
         assert path.relative_to(out).parts[:3] == (t.hospital_id, t.study_uid, t.series_uid)
 
 
-def test_lesion_rate_roughly_respected(tmp_path: Path) -> None:
-    truths = generate_studies(tmp_path, 100, seed=5, lesion_rate=0.3)
-    assert 15 <= sum(t.lesion for t in truths) <= 45
+def test_prevalence_roughly_respected(tmp_path: Path) -> None:
+    # The phantom module's own prevalence (0.3) unless the caller names the finding's rate.
+    own = generate_service_studies(tmp_path / "own", 100, seed=5, model=SMALL_CITY)
+    assert 15 <= sum(t.labels["lung_nodule"] for t in own) <= 45
+    assert {t.labels["lung_nodule"] for t in _chest(tmp_path / "all", 20, seed=5, rate=1.0)} \
+        == {True}
+    assert {t.labels["lung_nodule"] for t in _chest(tmp_path / "none", 20, seed=5, rate=0.0)} \
+        == {False}
+    # A finding the simulated services do not have is refused rather than ignored.
+    with pytest.raises(ValueError, match="not a finding"):
+        generate_service_studies(tmp_path / "x", 1, seed=5, prevalence={"hemorrhage": 0.5})
+    with pytest.raises(ValueError, match=r"in \[0, 1\]"):
+        generate_service_studies(tmp_path / "y", 1, seed=5, prevalence={"lung_nodule": 1.5})
 
 
-def test_dicom_headers(studies: tuple[Path, list[StudyTruth]]) -> None:
+def test_dicom_headers(studies: tuple[Path, list[CityTruth]]) -> None:
     _, truths = studies
     t = truths[3]
-    ds = pydicom.dcmread(t.path)
+    ds = pydicom.dcmread(t.files[0])
     assert ds.file_meta.TransferSyntaxUID == pydicom.uid.ExplicitVRLittleEndian
     assert ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.1.1"
     assert ds.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
@@ -73,7 +99,7 @@ def test_dicom_headers(studies: tuple[Path, list[StudyTruth]]) -> None:
     assert (ds.BitsAllocated, ds.BitsStored, ds.HighBit) == (16, 12, 11)
     assert ds.PhotometricInterpretation == "MONOCHROME2"
     assert ds.StationName == ds.DeviceSerialNumber == t.device_id
-    assert str(ds.PatientName) == "SYNTH^PATIENT0003"
+    assert str(ds.PatientName) == "SYNTH^CITIZEN00003" and ds.PatientID == t.patient_id
     assert len(ds.PixelSpacing) == 2 and float(ds.WindowWidth) > 0
     assert ds.StudyDate and ds.StudyTime and ds.SeriesNumber == 1 and ds.InstanceNumber == 1
-    assert ds.pixel_array.shape == (512, 512) and int(ds.pixel_array.max()) <= 4095
+    assert ds.pixel_array.shape == (SIZE, SIZE) and int(ds.pixel_array.max()) <= 4095
