@@ -24,6 +24,8 @@ class Reason(StrEnum):
     URI_UNSUPPORTED = "uri_unsupported"
     FILE_OUTSIDE_ROOT = "file_outside_root"
     FILE_MISSING = "file_missing"
+    #: The file or a folder on its way exists but cannot be opened or read (permissions, I/O).
+    FILE_UNREADABLE = "file_unreadable"
     FILE_TOO_LARGE = "file_too_large"
     NOT_DICOM = "not_dicom"
     TRANSFER_SYNTAX_UNSUPPORTED = "transfer_syntax_unsupported"
@@ -33,6 +35,17 @@ class Reason(StrEnum):
     #: Rows x Columns x Samples x Frames x BitsAllocated/8 above the configured pixel budget.
     IMAGE_TOO_LARGE = "image_too_large"
     PIXELS_UNREADABLE = "pixels_unreadable"
+    #: More data elements in one file than the worker parses (RADSTREAM_MAX_DICOM_ELEMENTS).
+    DICOM_TOO_MANY_ELEMENTS = "dicom_too_many_elements"
+    #: Parsing one file took longer than the worker allows (RADSTREAM_MAX_PARSE_S).
+    DICOM_PARSE_TIMEOUT = "dicom_parse_timeout"
+    #: Preparing one study needed more memory than the worker allows
+    #: (RADSTREAM_MAX_PREPARE_BYTES).
+    PREPARATION_MEMORY_EXCEEDED = "preparation_memory_exceeded"
+    #: The announced series' folder holds no image instance of it.
+    SERIES_NOT_FOUND = "series_not_found"
+    #: The announced series' folder holds several image series and none is the announced one.
+    SERIES_AMBIGUOUS = "series_ambiguous"
     # Technical defects of the study's images for the service that reads them
     # (streams/imaging/defects.py):
     # these end as a technical_defect Finding, not a dead letter.
