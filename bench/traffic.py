@@ -18,7 +18,7 @@ from pathlib import Path
 import orjson
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from services.synth.city import generate_service_studies
+from services.synth.city import CITY_TRUTH_FILE, generate_service_studies, load_city_truth
 from streams.contract import topics
 from streams.contract.cloudevents import utc_now_rfc3339
 
@@ -27,10 +27,12 @@ BENCH_HOSPITAL = "BENCH"
 
 
 def image_pool(folder: Path, size: int) -> list[Path]:
-    """`size` synthetic chest X-ray DICOM files, written once and reused by later runs."""
-    existing = sorted(folder.glob("**/*.dcm"))
-    if len(existing) >= size:
-        return existing[:size]
+    """`size` synthetic chest X-ray DICOM files, written once and reused by later runs (the
+    city's truth file says what a folder holds, so files of another generator are not reused)."""
+    if (folder / CITY_TRUTH_FILE).is_file():
+        truths = load_city_truth(folder)
+        if len(truths) >= size:
+            return [t.files[0] for t in truths[:size]]
     truths = generate_service_studies(folder, size, seed=6006)
     return [t.files[0] for t in truths]
 

@@ -22,10 +22,10 @@ from typing import Any
 
 import orjson
 
-from services.demo.progress import Progress
 from services.demo.reviews import ReviewConfig, publish_reviews, simulate_city_reviews
 from services.ops.follow import OutcomeReader, Record
 from services.ops.probe import PROBE_HOSPITAL, wait_until_positioned
+from services.ops.progress import Progress
 from services.publisher.announce import build_announcement
 from services.publisher.producer import StudyPublisher
 from services.publisher.pseudonym import Pseudonymizer

@@ -27,7 +27,7 @@ def parse_prevalence(specs: list[str]) -> dict[str, float]:
 def run(args: argparse.Namespace) -> int:
     import time
 
-    from services.demo.progress import Progress
+    from services.ops.progress import Progress
     from services.synth.city import CITY_TRUTH_FILE, Load, generate_city, summarize
     from services.synth.faults import parse_faults
 

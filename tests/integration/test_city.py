@@ -14,8 +14,8 @@ from collections import Counter
 import pytest
 
 from services.demo.city import CityConfig, account, announcements, publish_paced
-from services.demo.progress import Progress
 from services.ops.follow import OutcomeReader
+from services.ops.progress import Progress
 from services.publisher.pseudonym import Pseudonymizer
 from services.synth.city import CityModel, Load, expected_outcomes, generate_city
 from streams.contract import topics
