@@ -7,6 +7,10 @@ normalisation in production as in training (one source of truth for preprocessin
 Pipeline: slab projection (mean or MIP) -> modality rescale (slope/intercept) -> window/level to
 [0, 1] (the catalog's windows, else the DICOM window, else the robust 1st..99th percentile
 range) -> invert MONOCHROME1 so that bone is always bright -> area-averaging resize.
+
+Every tensor that leaves is checked finite: one NaN would make Triton refuse the whole batched
+request it travels in, so a non-finite rescale, window or pixel value is this study's technical
+defect (``non_finite_input``), found here rather than by its batch-mates.
 """
 
 from __future__ import annotations
@@ -22,11 +26,14 @@ MODEL_INPUT_SIZE = 128
 #: Percentiles that bound the automatic window when the file has none.
 ROBUST_PERCENTILES = (1.0, 99.0)
 
+#: Narrowest window width used: a narrower one is this step (1 / width must stay finite).
+MIN_WINDOW_WIDTH = 1e-6
+
 
 def robust_window(values: np.ndarray) -> tuple[float, float]:
     """Window (center, width) spanning the 1st..99th percentile; robust to hot/dead pixels."""
     lo, hi = np.percentile(values, ROBUST_PERCENTILES)
-    width = max(float(hi) - float(lo), 1e-6)
+    width = max(float(hi) - float(lo), MIN_WINDOW_WIDTH)
     return float(lo) + width / 2.0, width
 
 
@@ -42,8 +49,9 @@ def to_model_input(
     """Return a float32 array of shape (1, MODEL_INPUT_SIZE, MODEL_INPUT_SIZE) in [0, 1].
 
     Raises:
-        InputRejected: with ``Reason.PIXELS_UNREADABLE`` when the pixels are not a finite,
-            non-empty 2-D image (the study then becomes a technical defect, not a crash).
+        InputRejected: with ``Reason.PIXELS_UNREADABLE`` when the pixels are not a non-empty 2-D
+            image, ``Reason.NON_FINITE_INPUT`` when they or the rescale/window make a
+            non-finite value (the study then becomes a technical defect, not a crash).
     """
     arr = np.asarray(pixels)
     if arr.ndim != 2:
@@ -52,6 +60,25 @@ def to_model_input(
     return to_series_input(arr, PreprocessSpec(size=MODEL_INPUT_SIZE), photometric=photometric,
                            slope=slope, intercept=intercept, window_center=window_center,
                            window_width=window_width)
+
+
+def _finite32(value: float) -> bool:
+    """Whether `value` is a finite number that stays finite as float32 (the tensor's type)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return bool(np.isfinite(np.float32(value)))
+
+
+def _non_finite(detail: str) -> InputRejected:
+    return InputRejected(Reason.NON_FINITE_INPUT, detail)
+
+
+def _window_bounds(center: float, width: float) -> tuple[np.float32, np.float32]:
+    """(lower edge, 1 / width) of a window, both finite float32s, or the study's defect."""
+    width = max(float(width), MIN_WINDOW_WIDTH)
+    lo = float(center) - width / 2.0
+    if not (_finite32(lo) and _finite32(lo + width)):
+        raise _non_finite("the window reaches beyond float32's range")
+    return np.float32(lo), np.float32(1.0 / width)
 
 
 def _bounded_rescale(dtype: np.dtype, slope: float, intercept: float) -> bool:
@@ -116,8 +143,9 @@ def to_series_input(
     float32 tensor in [0, 1].
 
     Raises:
-        InputRejected: ``Reason.PIXELS_UNREADABLE`` when the pixels are not finite real
-            numbers of a non-empty 3-D shape.
+        InputRejected: ``Reason.PIXELS_UNREADABLE`` when the pixels are not real numbers of a
+            non-empty 3-D shape; ``Reason.NON_FINITE_INPUT`` when the rescale, the window or a
+            pixel value is NaN or infinite, or makes the tensor so.
     """
     arr = np.asarray(stored)
     if arr.ndim == 2:
@@ -127,6 +155,8 @@ def to_series_input(
                             f"shape {arr.shape}")
     if not np.issubdtype(arr.dtype, np.integer) and not np.issubdtype(arr.dtype, np.floating):
         raise InputRejected(Reason.PIXELS_UNREADABLE, f"pixel dtype {arr.dtype} is not real")
+    if not (_finite32(slope) and _finite32(intercept)):
+        raise _non_finite("RescaleSlope or RescaleIntercept is not a finite number")
     # Slabs first: the means shrink the data before any per-pixel float work.
     groups = np.array_split(np.arange(arr.shape[0]), spec.slabs) if arr.shape[0] >= spec.slabs \
         else [np.array([min(i * arr.shape[0] // spec.slabs, arr.shape[0] - 1)])
@@ -135,20 +165,25 @@ def to_series_input(
     for kind in {spec.projection(w) for w in range(max(1, len(spec.windows)))}:
         reduce = np.max if kind == "max" else np.mean
         slabs = np.empty((len(groups), *arr.shape[1:]), dtype=np.float32)
-        for i, g in enumerate(groups):
-            # A one-slice slab (every radiograph) is that slice, cast in the one copy made.
-            slabs[i] = arr[g[0]] if len(g) == 1 else reduce(arr[g].astype(np.float32), axis=0)
-        # Skipping an identity rescale changes no value; each pass costs a full-size sweep.
-        if slope != 1.0:
-            slabs *= np.float32(slope)
-        if intercept != 0.0:
-            slabs += np.float32(intercept)
+        with np.errstate(over="ignore", invalid="ignore"):  # inf/NaN are refused below
+            for i, g in enumerate(groups):
+                # A one-slice slab (every radiograph) is that slice, cast in the one copy made.
+                slabs[i] = arr[g[0]] if len(g) == 1 \
+                    else reduce(arr[g].astype(np.float32), axis=0)
+            # Skipping an identity rescale changes no value; each pass costs a full-size sweep.
+            if slope != 1.0:
+                slabs *= np.float32(slope)
+            if intercept != 0.0:
+                slabs += np.float32(intercept)
         if not (_bounded_rescale(arr.dtype, slope, intercept) or np.isfinite(slabs).all()):
-            raise InputRejected(Reason.PIXELS_UNREADABLE, "image contains non-finite values")
+            raise _non_finite("pixel values are not finite after rescaling")
         projected[kind] = slabs
 
     windows = spec.windows
-    if not windows:
+    if not windows:  # the file's own window, when the catalog sets none
+        if window_center is not None and window_width is not None \
+                and not (_finite32(window_center) and _finite32(window_width)):
+            raise _non_finite("WindowCenter or WindowWidth is not a finite number")
         if window_center is None or window_width is None or not window_width > 0:
             window_center, window_width = robust_window(projected[spec.projection(0)])
         windows = ((window_center, window_width),)
@@ -156,13 +191,20 @@ def to_series_input(
     out = np.empty((len(windows) * spec.slabs, spec.size, spec.size), dtype=np.float32)
     scaled = np.empty(arr.shape[1:], dtype=np.float32)  # one scratch image, reused in place
     for w, (center, width) in enumerate(windows):
-        lo = np.float32(center - width / 2.0)
+        lo, scale = _window_bounds(center, width)
         slabs = projected[spec.projection(w)]
         for s in range(spec.slabs):
-            np.subtract(slabs[s], lo, out=scaled)
-            np.multiply(scaled, np.float32(1.0 / width), out=scaled)
+            with np.errstate(over="ignore"):  # a value far outside the window: inf, clipped
+                np.subtract(slabs[s], lo, out=scaled)
+                np.multiply(scaled, scale, out=scaled)
             np.clip(scaled, 0.0, 1.0, out=scaled)
             if invert:
                 np.subtract(np.float32(1.0), scaled, out=scaled)
             out[w * spec.slabs + s] = _resize_area(scaled, spec.size, spec.size)
+    # Resampling weights summing to 1 in float32 can land a hair above 1.
+    np.clip(out, 0.0, 1.0, out=out)
+    # The guarantee every caller relies on (Triton refuses a request with one NaN in it), kept
+    # whatever the arithmetic above comes to do; a sweep of the small output tensor.
+    if not np.isfinite(out).all():
+        raise _non_finite("the model input is not finite")
     return out
