@@ -38,7 +38,7 @@ from services.ops.follow import OutcomeReader
 from services.ops.probe import wait_until_positioned
 from services.ops.processes import spawn_worker, stop
 from services.ops.wait_http import wait_http
-from services.publisher.cli import build_announcements
+from services.publisher.cli import build_announcements, stage_announcements
 from services.publisher.producer import StudyPublisher
 from services.synth.city import CityModel, CityTruth, generate_service_studies
 from services.synth.faults import DeviceFault
@@ -122,16 +122,26 @@ def run_drift(cfg: DriftConfig, *, dicom_root: Path, bootstrap: str, quality_url
         model=CityModel(hospitals=cfg.hospitals, devices=cfg.devices,
                         device_mix=(("DX", 1.0),)),
         device_faults={cfg.faulty_device: cfg.fault})
+    # Each hospital publishes its own folder with its configured id and device registry
+    # (device ids are configuration, never StationName); the bus carries keyed study UIDs.
+    key = secrets.token_bytes(32)
+    devices = {t.device_id: t.device_id for t in truths}
+    events: dict[str, dict[str, Any]] = {}
+    keyed: dict[str, str] = {}
+    for hospital in sorted({t.hospital_id for t in truths}):
+        found = stage_announcements(build_announcements(
+            folder / hospital, root=dicom_root, hospital_id=hospital, priority="routine",
+            key=key, devices=devices, log=lambda _: None), dicom_root, log=lambda _: None)
+        events.update((e["study_uid"], e) for e in found.events)
+        keyed.update(found.study_uids)
+    if len(keyed) != len(truths):
+        raise RuntimeError(f"{len(truths) - len(keyed)} generated studies were not announced")
+    truths = [replace(t, study_uid=keyed[t.study_uid]) for t in truths]
     reviews = {r["study_uid"]: r for r in simulate_city_reviews(
         truths, ReviewConfig(sample_fraction=cfg.sample_fraction,
                              disagreement_rate=cfg.disagreement_rate, seed=cfg.seed),
         reviewed_at=utc_now_rfc3339())}
-    found = build_announcements(folder, root=dicom_root, hospital_id=None, priority="routine",
-                                key=secrets.token_bytes(32), log=lambda _: None)
-    events = {e["study_uid"]: e for e in found.events}
     uids = [t.study_uid for t in truths]
-    if set(events) != set(uids):
-        raise RuntimeError(f"{len(uids) - len(events)} generated studies were not announced")
 
     reader = OutcomeReader(bootstrap, (topics.ALERTS, topics.FINDINGS)).start()
     alert: dict[str, Any] | None = None

@@ -11,6 +11,7 @@ by priority, each model's AUC against the planted truth and the quality monitor'
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import urllib.request
 from collections import Counter, defaultdict
@@ -30,6 +31,7 @@ from services.publisher.announce import build_announcement
 from services.publisher.producer import StudyPublisher
 from services.publisher.pseudonym import Pseudonymizer
 from services.publisher.scan import group_instances, scan_tree
+from services.publisher.stage import stage_announcement
 from services.synth.city import (
     CityModel,
     CityTruth,
@@ -147,18 +149,25 @@ def prepare_city(root: Path, cfg: CityConfig, progress: Progress) -> tuple[Path,
     return out, truths
 
 
-def announcements(out: Path, truths: Sequence[CityTruth],
-                  pseudonymizer: Pseudonymizer) -> list[tuple[float, dict[str, Any]]]:
+def announcements(out: Path, truths: Sequence[CityTruth], pseudonymizer: Pseudonymizer,
+                  root: Path) -> tuple[list[tuple[float, dict[str, Any]]], list[CityTruth]]:
     """(announce offset, StudyAnnounced body) per study, built by the hospital-side publisher
-    from the DICOM headers, plus what the hospital's RIS overrides (the ordered body part)."""
+    from the DICOM headers plus what the hospital's RIS overrides (the ordered body part), with
+    each study's files staged under ``root/<hospital_id>/`` as the publisher does; and the
+    truths with the keyed study UIDs the bus carries (the demo follows studies by them)."""
+    root = root.resolve()
     groups = {g.study_uid: g for g in group_instances(scan_tree(out))}
     events = []
+    keyed = []
     for t in truths:
-        event = build_announcement(groups[t.study_uid], hospital_id=t.hospital_id,
+        group = groups[t.study_uid]
+        event = build_announcement(group, hospital_id=t.hospital_id, root=root,
                                    pseudonymizer=pseudonymizer, priority=t.priority,
                                    device_id=t.device_id, published_at=utc_now_rfc3339())
+        stage_announcement(root, group, event)
         events.append((t.announce_at_s, apply_announcement_overrides(event, t)))
-    return events
+        keyed.append(dataclasses.replace(t, study_uid=event["study_uid"]))
+    return events, keyed
 
 
 def publish_paced(bootstrap: str, events: Sequence[tuple[float, dict[str, Any]]],
@@ -223,7 +232,7 @@ def run_city(cfg: CityConfig, *, dicom_root: Path, bootstrap: str, stats_url: st
     """Run the simulation; return a summary (also printed)."""
     progress = Progress()
     out, truths = prepare_city(dicom_root, cfg, progress)
-    events = announcements(out, truths, Pseudonymizer(key))
+    events, truths = announcements(out, truths, Pseudonymizer(key), dicom_root)
     progress.update("waiting until the worker is positioned on every partition", force=True)
     wait_until_positioned(bootstrap)
     reader = OutcomeReader(bootstrap).start()

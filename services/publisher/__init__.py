@@ -1,7 +1,9 @@
 """Hospital-side publisher: DICOM folders in, StudyAnnounced events on radiology.studies.v1 out.
 
-`scan` reads headers, `announce` builds event bodies (pure), `pseudonym` keeps patient
-identifiers at the hospital, `producer` sends, `cli` is `radstream publish`.
+`scan` reads headers, `announce` builds event bodies (pure), `scrub` reduces free text to closed
+vocabularies, `pseudonym` keeps patient identifiers and UIDs at the hospital, `stage` puts each
+announced series under `<root>/<hospital_id>/` with keyed names, `producer` sends, `cli` is
+`radstream publish`.
 """
 
 from services.publisher.announce import build_announcement, sanitize_id

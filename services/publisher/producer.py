@@ -8,7 +8,8 @@ the bus.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
@@ -43,8 +44,14 @@ class PublishReport:
     instances: int = 0
     files: int = 0
     skipped_files: int = 0
-    #: Studies not sent: invalid against the schema, or with files outside the DICOM root.
+    #: Skipped files by reason code (not_dicom, dicom_truncated, ...); see scan.ScanStats.
+    skipped_reasons: Mapping[str, int] = field(default_factory=dict)
+    #: Studies not sent: invalid against the schema, a file outside the published folder, or
+    #: files that could not be staged.
     rejected: int = 0
+    #: Each announced study's own StudyInstanceUID -> the keyed UID on the bus. Hospital-side
+    #: knowledge (it links the bus to the hospital's records): never log or publish it.
+    study_uids: Mapping[str, str] = field(default_factory=dict)
     #: The last broker or delivery error seen, for the one-line report ("" if none).
     last_error: str = ""
 

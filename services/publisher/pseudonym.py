@@ -1,11 +1,17 @@
 """Keyed pseudonyms: a patient's studies stay linkable without the patient being on the bus.
 
-A pseudonym is HMAC-SHA256(key, domain tag + issuer + identifier), hex, truncated to 128 bits
-(32 characters). The same key and identifier always give the same ref, so analysts can count
-studies per patient; without the key nobody can recompute a ref from a known patient ID (a plain
-hash of a short ID is reversible by enumeration, a keyed one is not). Each kind of identifier has
-its own domain tag, so a patient ID and an accession number that happen to be equal never share a
-ref.
+A pseudonym is HMAC-SHA256(key, domain tag + hospital + identifier), hex, truncated to 128 bits
+(32 characters). The same key, hospital and identifier always give the same ref, so analysts can
+count studies per patient; without the key nobody can recompute a ref from a known patient ID (a
+plain hash of a short ID is reversible by enumeration, a keyed one is not). Each kind of
+identifier has its own domain tag, so a patient ID and an accession number that happen to be
+equal never share a ref, and every ref is scoped to the hospital that issued the identifier: two
+hospitals' "P0042" are two patients, and a key shared by several hospitals links nobody across
+them.
+
+DICOM UIDs get the same treatment (`uid`): a StudyInstanceUID can embed an MRN or a birth date,
+so the bus carries `2.25.<decimal of 128 bits of HMAC>` instead, a valid DICOM UID that is the
+same for the same (hospital, UID), so a study announced twice is still one study.
 
 Key handling and rotation:
 
@@ -23,15 +29,36 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import re
 
 #: Bytes of secret the key must have at least (128 bits).
 MIN_KEY_BYTES = 16
 #: Hex characters kept from the HMAC (128 bits: collisions are negligible at city scale).
 REF_HEX_CHARS = 32
 
+#: Bits of HMAC kept in a keyed UID: 2.25.<at most 39 digits> stays well under DICOM's 64.
+UID_BITS = 128
+#: Hex characters of HMAC in a device pseudonym ("dev-" + 20 hex = 80 bits).
+DEVICE_HEX_CHARS = 20
+
 _PATIENT_TAG = b"patient\x00"
 _ACCESSION_TAG = b"accession\x00"
 _UNLINKED_TAG = b"unlinked-patient\x00"
+_UID_TAG = b"uid\x00"
+_DEVICE_TAG = b"device\x00"
+
+#: Values hospitals put in PatientID when they have none (compared without case and punctuation).
+_PLACEHOLDER_IDS = frozenset({
+    "UNKNOWN", "UNK", "ANONYMOUS", "ANON", "ANONYMIZED", "ANONYMISED", "NONE", "NULL", "NIL",
+    "NA", "NAN", "NOTAVAILABLE", "UNDEFINED", "MISSING", "EMPTY", "NOID", "NOPID", "TEST"})
+_NOT_ALNUM = re.compile(r"[^0-9A-Z]+")
+
+
+def is_placeholder_id(value: str) -> bool:
+    """True for an empty or stand-in identifier ("", "UNKNOWN", "N/A", "0", "000000", "----"):
+    such values name no one, so they must never link studies to one pseudonymous patient."""
+    core = _NOT_ALNUM.sub("", value.upper())
+    return not core or core in _PLACEHOLDER_IDS or len(set(core)) == 1
 
 
 class Pseudonymizer:
@@ -50,21 +77,37 @@ class Pseudonymizer:
     def __repr__(self) -> str:
         return "Pseudonymizer(key=<hidden>)"
 
-    def _ref(self, tag: bytes, *parts: str) -> str:
+    def _digest(self, tag: bytes, *parts: str) -> bytes:
         message = tag + b"\x00".join(p.encode("utf-8") for p in parts)
-        return hmac.new(self._key, message, hashlib.sha256).hexdigest()[:REF_HEX_CHARS]
+        return hmac.new(self._key, message, hashlib.sha256).digest()
 
-    def patient_ref(self, patient_id: str, issuer: str = "") -> str:
-        """Ref for a patient ID; `issuer` (DICOM IssuerOfPatientID) keeps equal IDs apart."""
-        return self._ref(_PATIENT_TAG, issuer, patient_id)
+    def _ref(self, tag: bytes, *parts: str) -> str:
+        return self._digest(tag, *parts).hex()[:REF_HEX_CHARS]
 
-    def unlinked_patient_ref(self, study_uid: str) -> str:
-        """Ref for a study whose patient has no ID: unique to the study, linked to nothing."""
-        return self._ref(_UNLINKED_TAG, study_uid)
+    def patient_ref(self, patient_id: str, *, hospital_id: str, issuer: str = "") -> str:
+        """Ref for a patient ID, scoped to the hospital; `issuer` (DICOM IssuerOfPatientID)
+        keeps equal IDs of one hospital's several registries apart."""
+        return self._ref(_PATIENT_TAG, hospital_id, issuer, patient_id)
+
+    def unlinked_patient_ref(self, study_uid: str, *, hospital_id: str) -> str:
+        """Ref for a study whose patient has no usable ID: unique to the study, linked to
+        nothing."""
+        return self._ref(_UNLINKED_TAG, hospital_id, study_uid)
 
     def accession_ref(self, accession: str, hospital_id: str) -> str:
         """Ref for an accession number, scoped to the hospital that issued it."""
         return self._ref(_ACCESSION_TAG, hospital_id, accession)
+
+    def uid(self, uid: str, *, hospital_id: str) -> str:
+        """The keyed stand-in for a DICOM UID: ``2.25.<int>`` (DICOM PS3.5 B.2), the same for
+        the same (hospital, UID), unrelated to the original for anyone without the key."""
+        value = int.from_bytes(self._digest(_UID_TAG, hospital_id, uid)[:UID_BITS // 8], "big")
+        return f"2.25.{value}"
+
+    def device_ref(self, identity: str, *, hospital_id: str) -> str:
+        """A device id for a device the hospital's configuration does not name, from what
+        identifies it (manufacturer, model, serial number, station name)."""
+        return "dev-" + self._digest(_DEVICE_TAG, hospital_id, identity).hex()[:DEVICE_HEX_CHARS]
 
 
 def load_key_from_env(var: str = "RADSTREAM_PSEUDONYM_KEY") -> bytes:

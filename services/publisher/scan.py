@@ -1,21 +1,41 @@
 """Read DICOM headers from a folder tree and group them into studies and series.
 
 `read_header` and `scan_tree` are the I/O (pixel data is never read); `group_instances` is pure.
+
+A hospital's folder is hostile input too: a file can be cut short, deflate to gigabytes, nest
+sequences a thousand deep or carry a time zone offset of +99:00. Each such file is skipped and
+counted by reason in `ScanStats` (the reason codes are the worker's, streams.contract.reasons),
+never allowed to stop the scan, and read under the worker's own bounds
+(streams.imaging.dicom_io), so the publisher is no easier to knock over than the worker.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta, timezone
 from pathlib import Path
 
-import pydicom
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
 from pydicom.valuerep import DA, DT, TM
+
+from streams.contract.cloudevents import parse_rfc3339
+from streams.contract.reasons import InputRejected, Reason
+from streams.imaging import dicom_io
+from streams.imaging.dicom_io import ParseLimits
+
+#: Marks a folder the publisher staged for the workers (services/publisher/stage.py): a later
+#: scan of a tree that contains it must not announce the staged copies a second time.
+STAGED_MARKER = ".radstream-staged"
+#: Why a file was skipped without a log line: it was never a DICOM instance (README, DICOMDIR).
+QUIET_REASONS = frozenset({Reason.NOT_DICOM})
+#: The worker's own per-file bounds (bytes, inflated bytes, elements, parse time).
+WORKER_LIMITS = ParseLimits()
+#: Reason for a DICOM file without the UIDs an announcement needs.
+MISSING_UIDS = "missing_uids"
 
 #: Ages above this are reported as this value: exact high ages identify people (HIPAA Safe Harbor).
 MAX_REPORTED_AGE_YEARS = 90
@@ -39,9 +59,18 @@ class InstanceHeader:
     patient_sex: str
     patient_age_years: int | None
     acquired_at: datetime | None
-    institution: str
+    #: What identifies the device (never sent: a configured id or a keyed pseudonym is).
     station: str
+    device_serial: str
+    manufacturer: str
+    device_model: str
     path: Path
+
+    @property
+    def device_identity(self) -> str:
+        """The device's identity as one string, the input of its keyed pseudonym."""
+        return "\x00".join((self.manufacturer, self.device_model, self.device_serial,
+                             self.station))
 
 
 @dataclass
@@ -51,6 +80,13 @@ class ScanStats:
     files: int = 0
     dicom: int = 0
     skipped: int = 0
+    #: Skipped files by reason code (not_dicom, dicom_truncated, file_too_large, ...).
+    reasons: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def bad(self) -> int:
+        """Skipped files that looked like DICOM but could not be used."""
+        return sum(n for reason, n in self.reasons.items() if reason not in QUIET_REASONS)
 
 
 def _text(ds: Dataset, keyword: str) -> str:
@@ -69,13 +105,31 @@ def _int(ds: Dataset, keyword: str) -> int | None:
         return None
 
 
+#: Real UTC offsets lie within -12:00 .. +14:00; anything else is a damaged header.
+_MAX_OFFSET = timedelta(hours=14)
+
+
 def _offset(ds: Dataset) -> timezone:
-    """TimezoneOffsetFromUTC ("+0300") if present; DICOM times without it are taken as UTC."""
+    """TimezoneOffsetFromUTC ("+0300") if present and plausible; otherwise times are UTC."""
     raw = _text(ds, "TimezoneOffsetFromUTC")
-    if len(raw) == 5 and raw[0] in "+-" and raw[1:].isdigit():
+    if len(raw) == 5 and raw[0] in "+-" and raw[1:].isdigit() and int(raw[3:5]) < 60:
         minutes = int(raw[1:3]) * 60 + int(raw[3:5])
-        return timezone(timedelta(minutes=-minutes if raw[0] == "-" else minutes))
+        offset = timedelta(minutes=-minutes if raw[0] == "-" else minutes)
+        if abs(offset) <= _MAX_OFFSET:
+            return timezone(offset)
     return UTC
+
+
+def _usable(dt: datetime) -> datetime | None:
+    """``dt`` if it survives the contract's own timestamp parser once written as RFC 3339 in
+    UTC (the worker parses it with the same function), else None: a year 9999 with a negative
+    offset overflows, a year 1 is no acquisition time."""
+    try:
+        text = dt.astimezone(UTC).isoformat().replace("+00:00", "Z")
+        parse_rfc3339(text)
+    except (ValueError, OverflowError):
+        return None
+    return dt
 
 
 def _date_time(ds: Dataset, date_kw: str, time_kw: str, tz: timezone) -> datetime | None:
@@ -86,9 +140,11 @@ def _date_time(ds: Dataset, date_kw: str, time_kw: str, tz: timezone) -> datetim
         day: date = DA(raw_date)
         raw_time = _text(ds, time_kw)
         clock: time = TM(raw_time) if raw_time else time(0)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, OverflowError):
         return None
-    return datetime.combine(day, clock.replace(tzinfo=None), tzinfo=tz)
+    if not isinstance(day, date) or not isinstance(clock, time):
+        return None
+    return _usable(datetime.combine(day, clock.replace(tzinfo=None), tzinfo=tz))
 
 
 def acquisition_time(ds: Dataset) -> datetime | None:
@@ -98,9 +154,12 @@ def acquisition_time(ds: Dataset) -> datetime | None:
     if raw:
         try:
             dt: datetime = DT(raw)
-            return dt if dt.tzinfo is not None else dt.replace(tzinfo=tz)
-        except (ValueError, TypeError):
-            pass
+        except (ValueError, TypeError, OverflowError):
+            dt = None  # type: ignore[assignment]
+        if isinstance(dt, datetime):
+            found = _usable(dt if dt.tzinfo is not None else dt.replace(tzinfo=tz))
+            if found is not None:
+                return found
     for date_kw, time_kw in (("AcquisitionDate", "AcquisitionTime"),
                              ("ContentDate", "ContentTime"),
                              ("SeriesDate", "SeriesTime"),
@@ -127,7 +186,9 @@ def _age_from_birth(ds: Dataset, on: datetime | None) -> int | None:
         return None
     try:
         born: date = DA(raw)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, OverflowError):
+        return None
+    if not isinstance(born, date):
         return None
     day = on.date()
     years = day.year - born.year - ((day.month, day.day) < (born.month, born.day))
@@ -160,26 +221,76 @@ def header_from_dataset(ds: Dataset, path: Path) -> InstanceHeader | None:
         patient_sex=_text(ds, "PatientSex").upper(),
         patient_age_years=age,
         acquired_at=acquired_at,
-        institution=_text(ds, "InstitutionName"),
         station=_text(ds, "StationName"),
+        device_serial=_text(ds, "DeviceSerialNumber"),
+        manufacturer=_text(ds, "Manufacturer"),
+        device_model=_text(ds, "ManufacturerModelName"),
         path=path,
     )
 
 
-def read_header(path: Path) -> InstanceHeader | None:
-    """Read one file's header (no pixels); None when it is not a usable DICOM instance."""
+#: How a file is named in the bounded parser's messages: never its path (the publisher logs
+#: the path itself, locally, next to the reason).
+_WHAT = "the file"
+
+
+def read_dataset_header(path: Path, limits: ParseLimits = WORKER_LIMITS) -> Dataset:
+    """The header of one file (up to Pixel Data), parsed under the worker's bounds: bytes read
+    and inflated, data elements, parse time (streams.imaging.dicom_io.ParseLimits).
+
+    Any transfer syntax is read: the worker, not the publisher, decides what it can decode.
+
+    Raises:
+        InputRejected: with the worker's reason (not_dicom, file_too_large, dicom_truncated,
+            dicom_unreadable, dicom_too_many_elements, dicom_parse_timeout, ...).
+    """
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
-    except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, AttributeError):
-        return None
-    return header_from_dataset(ds, path)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise InputRejected(Reason.FILE_MISSING, "cannot be opened") from exc
+    try:
+        return dicom_io.read_header_dataset_fd(fd, _WHAT, limits)
+    except InputRejected:
+        raise
+    except RecursionError as exc:
+        raise InputRejected(Reason.DICOM_UNREADABLE, "sequences nested too deep") from exc
+    except Exception as exc:  # pydicom raises many types for damaged headers
+        raise InputRejected(Reason.DICOM_UNREADABLE, type(exc).__name__) from exc
+    finally:
+        os.close(fd)
 
 
-def scan_tree(root: Path, stats: ScanStats | None = None) -> Iterator[InstanceHeader]:
+def read_header(path: Path, limits: ParseLimits = WORKER_LIMITS) -> InstanceHeader:
+    """Read one file's header (no pixels).
+
+    Raises:
+        InputRejected: the file is not a usable DICOM instance; ``reason`` says why
+            (``missing_uids`` is reported as dicom_unreadable with that detail).
+    """
+    ds = read_dataset_header(path, limits)
+    try:
+        header = header_from_dataset(ds, path)
+    except RecursionError as exc:
+        raise InputRejected(Reason.DICOM_UNREADABLE, "sequences nested too deep") from exc
+    except Exception as exc:  # a damaged value converts lazily, on first access
+        raise InputRejected(Reason.DICOM_UNREADABLE, type(exc).__name__) from exc
+    if header is None:
+        raise InputRejected(Reason.DICOM_UNREADABLE, MISSING_UIDS)
+    return header
+
+
+#: Where a skipped file is reported: the hospital's own local log, never the bus.
+SkipLog = Callable[[Path, str], None]
+
+
+def scan_tree(root: Path, stats: ScanStats | None = None,
+              on_skip: SkipLog | None = None) -> Iterator[InstanceHeader]:
     """Yield the header of every DICOM instance under `root` (or `root` itself if a file).
 
-    Other files (DICOMDIR, README, half-written files) are skipped quietly and counted in
-    `stats`. Files are visited in sorted path order so runs are reproducible.
+    Files that are not DICOM (DICOMDIR, README) are skipped quietly; broken DICOM files are
+    skipped, counted by reason in `stats` and passed to `on_skip` (path, reason). Folders the
+    publisher staged (STAGED_MARKER) are not descended. Files are visited in sorted path order
+    so runs are reproducible.
     """
     stats = stats if stats is not None else ScanStats()
     if root.is_file():
@@ -190,9 +301,14 @@ def scan_tree(root: Path, stats: ScanStats | None = None) -> Iterator[InstanceHe
         if not path.is_file():
             continue
         stats.files += 1
-        header = read_header(path)
-        if header is None:
+        try:
+            header = read_header(path)
+        except InputRejected as exc:
+            reason = MISSING_UIDS if exc.detail == MISSING_UIDS else str(exc.reason)
             stats.skipped += 1
+            stats.reasons[reason] += 1
+            if on_skip is not None and exc.reason not in QUIET_REASONS:
+                on_skip(path, reason)
             continue
         stats.dicom += 1
         yield header
@@ -200,6 +316,9 @@ def scan_tree(root: Path, stats: ScanStats | None = None) -> Iterator[InstanceHe
 
 def _sorted_walk(root: Path) -> Iterator[tuple[str, list[str]]]:
     for dirpath, dirs, names in os.walk(root):
+        if STAGED_MARKER in names:
+            dirs.clear()
+            continue
         dirs.sort()
         yield dirpath, sorted(names)
 

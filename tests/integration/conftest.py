@@ -127,12 +127,13 @@ def publish_and_wait(worker: Worker, bootstrap: str, n: int, *, seed: int,
     hospital = f"T{uuid.uuid4().hex[:8]}"
     folder = worker.root / hospital
     truths = generate_service_studies(folder, n, seed=seed, prevalence={"lung_nodule": 0.4})
-    uids = frozenset(t.study_uid for t in truths)
     outcomes = OutcomeReader(bootstrap).start()
     try:
         report = publish_path(folder, root=worker.root, hospital_id=hospital, priority=priority,
                               bootstrap=bootstrap, key=TEST_KEY.encode())
         assert report.delivered == n and report.failed == 0
+        # The bus carries keyed study UIDs; the publisher's report maps the hospital's ones.
+        uids = frozenset(report.study_uids[t.study_uid] for t in truths)
         findings = outcomes.wait_for(topics.FINDINGS, uids, n, timeout_s=180)
     finally:
         outcomes.close()

@@ -41,7 +41,8 @@ def test_city_of_2000_studies_is_fully_accounted_for(worker: Worker, bootstrap: 
     assert {s.id for s in catalog()} <= set(services)
     assert sum(1 for t in truths if t.defect) > 0 and services["none"] > 0
 
-    events = announcements(out, truths, Pseudonymizer(TEST_KEY.encode()))
+    # Staged under the worker's root; truths come back with the keyed UIDs the bus carries.
+    events, truths = announcements(out, truths, Pseudonymizer(TEST_KEY.encode()), worker.root)
     reader = OutcomeReader(bootstrap).start()
     uids = {t.study_uid for t in truths}
     try:

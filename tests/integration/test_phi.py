@@ -1,7 +1,9 @@
 """No patient data leaves the hospital side: studies carrying planted PHI (names, IDs, birth
-dates, accession numbers, an address) go through the real publisher, broker, worker and Triton,
-and afterwards no trace of any planted value, in any common format, is found in any topic's keys,
-payloads or headers, in the worker's changelogs, its log, /metrics or the HTTP API."""
+dates, accession numbers, an address; in the free-text tags the publisher reads, in the DICOM
+UIDs and in the hospital's folder names) go through the real publisher, broker, worker and
+Triton, and afterwards no trace of any planted value, in any common format, is found in any
+topic's keys, payloads or headers, in the worker's changelogs, its log, /metrics or the HTTP API
+(the device and hospital statistics included)."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import pydicom
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
+from pydicom.uid import UID
 
 from services.ops.follow import OutcomeReader
 from services.publisher import publish_path
@@ -29,7 +32,11 @@ pytestmark = pytest.mark.integration
 
 BIRTH_DATES = ("19230417", "19311129", "19470203")
 #: Paths served by the worker's HTTP API that may exist (404s are skipped).
-API_PATHS = ("/stats", "/stats/windows", "/quality", "/dashboard", "/")
+API_PATHS = ("/stats", "/stats/windows", "/quality", "/dashboard", "/",
+             "/stats/windows?window=total&dimension=device",
+             "/stats/windows?window=total&dimension=hospital")
+#: A UID root for the planted UIDs: the rest of each UID is the patient's birth date and MRN.
+UID_ROOT = "1.2.826.0.1.3680043.8.498"
 
 
 def date_variants(da: str) -> list[str]:
@@ -39,10 +46,17 @@ def date_variants(da: str) -> list[str]:
             f"{y}.{m}.{d}"]
 
 
-def plant(path: Path, tag: str, index: int, birth_date: str, *, bad_date: bool = False) -> None:
-    """Overwrite the generator's canaries with distinctive PHI for this test run."""
+def mrn_of(tag: str, index: int) -> str:
+    """A numeric medical record number for this run (9 digits), as UIDs can embed one."""
+    return f"{int(tag, 16) % 9_000_000 + 1_000_000}{index:02d}"
+
+
+def plant(path: Path, tag: str, index: int, birth_date: str, *, bad_date: bool = False) -> str:
+    """Overwrite the generator's canaries with distinctive PHI for this test run, in every
+    free-text tag the publisher reads and in the UIDs; returns the planted StudyInstanceUID."""
     ds = pydicom.dcmread(path)
-    ds.PatientName = f"PHICANARY{tag}^ZELDA{tag}^{index}"
+    name = f"PHICANARY{tag}^ZELDA{tag}^{index}"
+    ds.PatientName = name
     ds.PatientID = f"PHIPID{tag}{index}"
     ds.OtherPatientIDs = f"PHIOTHER{tag}{index}"
     ds.PatientAddress = f"17 CANARY LANE {tag}"
@@ -50,7 +64,22 @@ def plant(path: Path, tag: str, index: int, birth_date: str, *, bad_date: bool =
     # An invalid DA value: a library that validates it would quote it in a warning.
     ds.PatientBirthDate = f"{birth_date[:4]}-{birth_date[4:6]}-{birth_date[6:]}" if bad_date \
         else birth_date
+    # Free text typed at the console, where people do type names and IDs.
+    ds.StudyDescription = f"CHEST PA ZELDA{tag} {birth_date}"
+    ds.SeriesDescription = f"PA PHIPID{tag}{index}"
+    ds.IssuerOfPatientID = f"PHICANARY{tag} REGISTRY"
+    ds.InstitutionName = f"17 CANARY LANE {tag} CLINIC"
+    ds.StationName = f"ZELDA{tag}"[:16]
+    ds.DeviceSerialNumber = mrn_of(tag, index)
+    ds.Manufacturer = f"PHICANARY{tag}"
+    ds.ManufacturerModelName = f"ZELDA{tag} {birth_date}"
+    # UIDs that carry the birth date and the MRN, as some archives make them.
+    study = f"{UID_ROOT}.{birth_date}.{mrn_of(tag, index)}"
+    ds.StudyInstanceUID = study
+    ds.SeriesInstanceUID = f"{study}.1"
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = UID(f"{study}.1.1")
     ds.save_as(path)
+    return study
 
 
 def needles(tag: str, n: int) -> dict[str, re.Pattern[bytes]]:
@@ -58,7 +87,7 @@ def needles(tag: str, n: int) -> dict[str, re.Pattern[bytes]]:
     all-digit values must not touch other digits (so a long UID cannot match by chance)."""
     values = {f"PHICANARY{tag}", f"ZELDA{tag}", f"17 CANARY LANE {tag}", f"CANARY LANE {tag}"}
     for i in range(n):
-        values |= {f"PHIPID{tag}{i}", f"PHIOTHER{tag}{i}", f"PHIACC{tag}{i}"}
+        values |= {f"PHIPID{tag}{i}", f"PHIOTHER{tag}{i}", f"PHIACC{tag}{i}", mrn_of(tag, i)}
     for da in BIRTH_DATES:
         values |= set(date_variants(da))
     return {v: re.compile(rb"(?<![0-9])" + re.escape(v.encode()) + rb"(?![0-9])", re.I)
@@ -127,31 +156,34 @@ def http_get(url: str) -> bytes | None:
 def test_planted_phi_never_leaves_the_hospital(worker: Worker, bootstrap: str) -> None:
     tag = uuid.uuid4().hex[:8].upper()
     hospital = f"PHI{tag}"
-    folder = worker.root / hospital
+    # The hospital's own folder names carry a patient's name too (e.g. a PACS export by name).
+    folder = worker.root / f"export-PHICANARY{tag}-ZELDA{tag}"
     truths = generate_service_studies(folder, 3, seed=int(tag, 16) % 100_000)
-    for i, truth in enumerate(truths):
-        plant(truth.files[0], tag, i, BIRTH_DATES[i], bad_date=i == 1)
+    planted = [plant(truth.files[0], tag, i, BIRTH_DATES[i], bad_date=i == 1)
+               for i, truth in enumerate(truths)]
     # A damaged file still carrying the PHI header: its dead letter must not quote it either.
     broken = truths[2].files[0]
     broken.write_bytes(broken.read_bytes()[:-1000])
     patterns = needles(tag, len(truths))
     assert leaks(truths[0].files[0].read_bytes(), patterns), "canaries were not planted"
+    assert leaks(str(truths[0].files[0]).encode(), patterns), "folder canary was not planted"
 
     since_ms = int(time.time() * 1000) - 1000
-    uids = {t.study_uid for t in truths}
     outcomes = OutcomeReader(bootstrap).start()
     try:
         report = publish_path(folder, root=worker.root, hospital_id=hospital,
                               priority="routine", bootstrap=bootstrap, key=TEST_KEY.encode())
         assert report.delivered == len(truths)
-        findings = outcomes.wait_for(topics.FINDINGS, uids - {truths[2].study_uid}, 2,
-                                     timeout_s=120)
-        dead = outcomes.wait_for(topics.DEADLETTER, {truths[2].study_uid}, 1, timeout_s=60)
+        # The bus knows the studies by keyed UIDs only; the publisher's report maps them.
+        uids = [report.study_uids[uid] for uid in planted]
+        findings = outcomes.wait_for(topics.FINDINGS, set(uids[:2]), 2, timeout_s=120)
+        dead = outcomes.wait_for(topics.DEADLETTER, {uids[2]}, 1, timeout_s=60)
     finally:
         outcomes.close()
+    # Every announced series was staged under <root>/<hospital>/<keyed study>/.
+    assert sorted(p.name for p in (worker.root / hospital).iterdir()) == sorted(uids)
     # Sets, not counts: on a shared broker other engineers' workers may answer too.
-    assert {(r.key, r.body["status"]) for r in findings} == {
-        (t.study_uid, "ok") for t in truths[:2]}
+    assert {(r.key, r.body["status"]) for r in findings} == {(uid, "ok") for uid in uids[:2]}
     assert "dicom_truncated" in {r.body["reason"] for r in dead}
 
     admin = AdminClient({"bootstrap.servers": bootstrap})

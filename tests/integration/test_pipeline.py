@@ -4,6 +4,7 @@ stats API and the Prometheus metrics, with Triton's dynamic batcher merging requ
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 import urllib.request
@@ -51,7 +52,6 @@ def test_two_hundred_studies_end_to_end(worker: Worker, bootstrap: str) -> None:
     folder = worker.root / hospital
     truths = generate_service_studies(folder, N_STUDIES, seed=90210,
                                       prevalence={"lung_nodule": 0.4})
-    uids = {t.study_uid for t in truths}
     before_metrics = worker.metrics_text()
     before_triton = triton_counts()
 
@@ -60,6 +60,10 @@ def test_two_hundred_studies_end_to_end(worker: Worker, bootstrap: str) -> None:
         report = publish_path(folder, root=worker.root, hospital_id=hospital,
                               priority="routine", bootstrap=bootstrap, key=TEST_KEY.encode())
         assert report.delivered == N_STUDIES and report.failed == 0
+        # The bus carries keyed study UIDs; the publisher's report maps the hospital's ones.
+        truths = [dataclasses.replace(t, study_uid=report.study_uids[t.study_uid])
+                  for t in truths]
+        uids = {t.study_uid for t in truths}
 
         findings = outcomes.wait_for(topics.FINDINGS, uids, N_STUDIES, timeout_s=240)
         latencies = outcomes.wait_for(topics.LATENCY, uids, N_STUDIES, timeout_s=60)

@@ -15,9 +15,11 @@ from confluent_kafka import Consumer, Message, TopicPartition
 from pydicom.uid import generate_uid as pydicom_uid
 
 from services.publisher import publish_path, register
+from services.publisher.pseudonym import Pseudonymizer
 from streams.contract.schemas import EventKind, validate
 from streams.contract.topics import LIBRDKAFKA_PARTITIONER, STUDIES
 from tests.unit.test_announce import PHI, write_instance
+from tests.unit.test_publisher_hostile import write_hostile_headers
 
 pytestmark = pytest.mark.integration
 
@@ -72,15 +74,17 @@ def write_studies(root: Path, n: int) -> list[str]:
 
 
 def test_published_studies_arrive_with_cloudevents_headers(tmp_path: Path) -> None:
-    uids = write_studies(tmp_path, 3)
+    source, root = tmp_path / "export", tmp_path / "root"
+    write_studies(source, 3)
     since = end_offsets()
-    report = publish_path(tmp_path, root=tmp_path, hospital_id="H001", priority="urgent",
+    report = publish_path(source, root=root, hospital_id="H001", priority="urgent",
                           bootstrap=BOOTSTRAP, key=KEY, log=lambda _line: None)
     assert (report.delivered, report.failed, report.pending) == (3, 0, 0)
     assert (report.studies, report.series, report.instances, report.files) == (3, 3, 3, 3)
+    uids = set(report.study_uids.values())
 
-    found = read_back(since, set(uids))
-    assert set(found) == set(uids)
+    found = read_back(since, uids)
+    assert set(found) == uids
     for uid, msg in found.items():
         headers = dict(msg.headers() or [])
         assert headers["ce_specversion"] == b"1.0"
@@ -92,21 +96,46 @@ def test_published_studies_arrive_with_cloudevents_headers(tmp_path: Path) -> No
         validate(EventKind.STUDY_ANNOUNCED, body)
         assert body["study_uid"] == uid and body["priority"] == "urgent"
         assert not any(value.encode() in raw for value in PHI.values())
+        # The URI names the staged copy under <root>/H001/, and the file is there.
+        [series] = body["series"]
+        staged = Path(series["uri"].removeprefix("file://"))
+        assert staged.is_relative_to(root.resolve() / "H001" / uid) and staged.is_file()
+
+
+def test_bad_files_are_counted_and_skipped_and_the_rest_is_published(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """One unreadable header must not stop a run: every healthy study is still announced."""
+    source, root = tmp_path / "export", tmp_path / "root"
+    healthy = write_studies(source, 2)
+    bad = write_hostile_headers(source / "broken")
+    since = end_offsets()
+    report = publish_path(source, root=root, hospital_id="H001", priority="routine",
+                          bootstrap=BOOTSTRAP, key=KEY)
+    assert (report.delivered, report.studies) == (len(healthy), len(healthy))
+    assert set(report.study_uids) == set(healthy)
+    assert sum(report.skipped_reasons.values()) == len(bad)
+    assert set(read_back(since, set(report.study_uids.values()))) == set(
+        report.study_uids.values())
+    err = capsys.readouterr().err
+    assert all(name in err for name in bad)  # the hospital's local log says which files
 
 
 def test_cli_publishes_and_reports(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                    capsys: pytest.CaptureFixture[str]) -> None:
-    uids = write_studies(tmp_path, 2)
-    (tmp_path / "notes.txt").write_text("not DICOM")
+    source, root = tmp_path / "export", tmp_path / "root"
+    uids = write_studies(source, 2)
+    (source / "notes.txt").write_text("not DICOM")
     monkeypatch.setenv("RADSTREAM_PSEUDONYM_KEY", KEY.hex())
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers())
-    args = parser.parse_args(["publish", str(tmp_path), "--bootstrap", BOOTSTRAP])
+    args = parser.parse_args(["publish", str(source), "--bootstrap", BOOTSTRAP,
+                              "--hospital-id", "H001", "--root", str(root)])
     since = end_offsets()
     assert args.func(args) == 0
     assert ("published 2 studies (2 series, 2 instances) from 3 files; "
             "1 non-DICOM files skipped") in capsys.readouterr().err
-    assert set(read_back(since, set(uids))) == set(uids)
+    keyed = {Pseudonymizer(KEY).uid(uid, hospital_id="H001") for uid in uids}
+    assert set(read_back(since, keyed)) == keyed
 
 
 def test_cli_reports_an_unreachable_broker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -116,7 +145,8 @@ def test_cli_reports_an_unreachable_broker(tmp_path: Path, monkeypatch: pytest.M
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers())
     args = parser.parse_args(["publish", str(tmp_path), "--bootstrap", "127.0.0.1:1",
-                              "--flush-timeout", "2"])
+                              "--flush-timeout", "2", "--hospital-id", "H001",
+                              "--root", str(tmp_path / "root")])
     assert args.func(args) == 1
     assert "error: 1 of 1 studies not delivered to 127.0.0.1:1" in capsys.readouterr().err
 

@@ -56,6 +56,7 @@ def _studies(root: Path) -> dict[str, StudyGroup]:
 def _announce(group: StudyGroup, truth: CityTruth, *, override: bool = True) -> dict:
     event = build_announcement(group, hospital_id=truth.hospital_id,
                                pseudonymizer=Pseudonymizer(KEY), priority=truth.priority,
+                               root=Path("/srv/radstream/dicom"),
                                published_at="2024-03-04T00:00:00Z")
     return apply_announcement_overrides(event, truth) if override else event
 

@@ -1,4 +1,5 @@
-"""Keyed pseudonyms: stable per key, unlinkable across keys, never the clear identifier."""
+"""Keyed pseudonyms: stable per key and hospital, unlinkable across keys and hospitals, never the
+clear identifier; keyed UIDs are valid DICOM UIDs."""
 
 from __future__ import annotations
 
@@ -6,36 +7,83 @@ import re
 
 import pytest
 
-from services.publisher.pseudonym import Pseudonymizer, load_key_from_env
+from services.publisher.pseudonym import Pseudonymizer, is_placeholder_id, load_key_from_env
 
 KEY = b"k" * 32
 OTHER_KEY = b"o" * 32
 
 
+H = "H001"
+
+
 def test_same_key_and_id_give_the_same_ref() -> None:
-    assert Pseudonymizer(KEY).patient_ref("P0042") == Pseudonymizer(KEY).patient_ref("P0042")
+    assert Pseudonymizer(KEY).patient_ref("P0042", hospital_id=H) == Pseudonymizer(
+        KEY).patient_ref("P0042", hospital_id=H)
 
 
 def test_ref_is_32_lowercase_hex_without_the_identifier() -> None:
-    ref = Pseudonymizer(KEY).patient_ref("123456", issuer="H001")
+    ref = Pseudonymizer(KEY).patient_ref("123456", hospital_id=H, issuer="MRN")
     assert re.fullmatch(r"[0-9a-f]{32}", ref)
     assert "123456" not in ref
 
 
 def test_a_different_key_gives_a_different_ref() -> None:
-    assert Pseudonymizer(KEY).patient_ref("P0042") != Pseudonymizer(OTHER_KEY).patient_ref("P0042")
+    assert Pseudonymizer(KEY).patient_ref("P0042", hospital_id=H) != Pseudonymizer(
+        OTHER_KEY).patient_ref("P0042", hospital_id=H)
 
 
-def test_issuer_and_id_are_not_confused() -> None:
+def test_patient_ref_is_scoped_to_the_hospital() -> None:
+    """One key shared by two hospitals must not link their equal PatientIDs."""
     p = Pseudonymizer(KEY)
-    assert p.patient_ref("P0042", issuer="H001") != p.patient_ref("P0042", issuer="H002")
-    assert p.patient_ref("P0042") != p.patient_ref("42", issuer="P00")
+    assert p.patient_ref("P0042", hospital_id="H001") != p.patient_ref("P0042",
+                                                                       hospital_id="H002")
+    assert p.unlinked_patient_ref("1.2.3", hospital_id="H001") != p.unlinked_patient_ref(
+        "1.2.3", hospital_id="H002")
 
 
-def test_patient_and_accession_refs_are_domain_separated() -> None:
+def test_issuer_hospital_and_id_are_not_confused() -> None:
     p = Pseudonymizer(KEY)
-    assert p.patient_ref("A1", issuer="H001") != p.accession_ref("A1", "H001")
-    assert p.unlinked_patient_ref("1.2.3") != p.patient_ref("1.2.3")
+    assert p.patient_ref("P0042", hospital_id=H, issuer="A") != p.patient_ref(
+        "P0042", hospital_id=H, issuer="B")
+    assert p.patient_ref("P0042", hospital_id=H) != p.patient_ref("42", hospital_id=H,
+                                                                  issuer="P00")
+    assert p.patient_ref("P1", hospital_id="H0", issuer="01") != p.patient_ref(
+        "P1", hospital_id="H00", issuer="1")
+
+
+def test_patient_accession_uid_and_device_refs_are_domain_separated() -> None:
+    p = Pseudonymizer(KEY)
+    assert p.patient_ref("A1", hospital_id=H) != p.accession_ref("A1", H)
+    assert p.unlinked_patient_ref("1.2.3", hospital_id=H) != p.patient_ref("1.2.3",
+                                                                           hospital_id=H)
+    assert p.device_ref("1.2.3", hospital_id=H)[4:] not in p.patient_ref("1.2.3", hospital_id=H)
+    assert p.uid("1.2.3", hospital_id=H)[5:] != str(int(p.patient_ref("1.2.3", hospital_id=H),
+                                                        16))
+
+
+@pytest.mark.parametrize("uid", ["1.2.3", "1.2.840.10008.19610312.778899", "9" * 64])
+def test_keyed_uid_is_a_valid_dicom_uid_stable_and_scoped(uid: str) -> None:
+    p = Pseudonymizer(KEY)
+    keyed = p.uid(uid, hospital_id=H)
+    # DICOM PS3.5 9.1: digits and dots, no leading zero in a component, at most 64 characters.
+    assert re.fullmatch(r"2\.25\.(0|[1-9][0-9]*)", keyed) and len(keyed) <= 64
+    assert int(keyed[5:]) < 2**128
+    assert keyed == p.uid(uid, hospital_id=H)
+    assert keyed != p.uid(uid, hospital_id="H002")
+    assert keyed != Pseudonymizer(OTHER_KEY).uid(uid, hospital_id=H)
+    assert "19610312" not in keyed and "778899" not in keyed
+
+
+@pytest.mark.parametrize("value", ["", " ", "UNKNOWN", "unknown", "Unk", "ANONYMOUS", "anon",
+                                   "0", "000000", "N/A", "n/a", "NA", "NONE", "null", "-",
+                                   "?", "XXXXXX", "99999999", "--", "Anonymized"])
+def test_placeholder_ids_are_recognised(value: str) -> None:
+    assert is_placeholder_id(value)
+
+
+@pytest.mark.parametrize("value", ["P0042", "12345678", "MRN-778899", "A1", "00001"])
+def test_real_ids_are_not_placeholders(value: str) -> None:
+    assert not is_placeholder_id(value)
 
 
 def test_accession_ref_is_scoped_to_the_hospital() -> None:

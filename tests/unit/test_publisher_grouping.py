@@ -13,7 +13,8 @@ def header(study: str, series: str, sop: str, number: int | None) -> InstanceHea
         study_uid=study, series_uid=series, sop_uid=sop, instance_number=number,
         modality="CT", body_part="CHEST", patient_id="P1", patient_issuer="", accession="A1",
         study_description="", series_description="", patient_sex="F", patient_age_years=50,
-        acquired_at=None, institution="H001", station="H001-D01",
+        acquired_at=None, station="H001-D01", device_serial="", manufacturer="",
+        device_model="",
         path=Path(f"/data/{study}/{series}/{sop}.dcm"),
     )
 
