@@ -7,6 +7,7 @@ technical defects and arrival times; the answer key is ``OUT/city_truth.jsonl``.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 
@@ -37,13 +38,17 @@ def run(args: argparse.Namespace) -> int:
             else Load(times_real=args.times_real, compress_day_s=args.compress_day_s,
                       start_hour=args.start_hour))
     start = time.perf_counter()
-    truths = generate_city(Path(args.out), args.n, seed=args.seed, load=load,
-                           defect_rate=args.defect_rate,
-                           not_applicable_rate=args.not_applicable_rate,
-                           services=args.service or None,
-                           prevalence=parse_prevalence(args.prevalence),
-                           device_faults=parse_faults(args.fault),
-                           on_progress=lambda d, t: progress.update(f"writing study {d}/{t}"))
+    try:
+        truths = generate_city(Path(args.out), args.n, seed=args.seed, load=load,
+                               defect_rate=args.defect_rate,
+                               not_applicable_rate=args.not_applicable_rate,
+                               services=args.service or None,
+                               prevalence=parse_prevalence(args.prevalence),
+                               device_faults=parse_faults(args.fault),
+                               on_progress=lambda d, t: progress.update(f"writing study {d}/{t}"))
+    except ValueError as exc:  # a bad option value: say which, without a traceback
+        print(f"radstream synth: {exc}", file=sys.stderr)
+        return 2
     elapsed = time.perf_counter() - start
     summary = summarize(truths)
     span = max((t.announce_at_s for t in truths), default=0.0)

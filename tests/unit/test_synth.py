@@ -103,3 +103,42 @@ def test_dicom_headers(studies: tuple[Path, list[CityTruth]]) -> None:
     assert len(ds.PixelSpacing) == 2 and float(ds.WindowWidth) > 0
     assert ds.StudyDate and ds.StudyTime and ds.SeriesNumber == 1 and ds.InstanceNumber == 1
     assert ds.pixel_array.shape == (SIZE, SIZE) and int(ds.pixel_array.max()) <= 4095
+
+
+def test_radstream_synth_writes_city_studies(tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    from services.cli import main
+
+    out = tmp_path / "synth"
+    assert main(["synth", str(out), "-n", "6", "--seed", "3", "--service", "chest-xray",
+                 "--defect-rate", "0", "--not-applicable-rate", "0",
+                 "--prevalence", "lung_nodule=1.0"]) == 0
+    truths = load_city_truth(out)
+    assert [t.labels for t in truths] == [{"lung_nodule": True}] * 6
+    assert all(t.files for t in truths)
+    # Bad option values are refused with the reason, not a traceback.
+    assert main(["synth", str(tmp_path / "x"), "-n", "1", "--fault", "H001-D01=blur"]) == 2
+    assert main(["synth", str(tmp_path / "y"), "-n", "1", "--prevalence", "lung_nodule"]) == 2
+    err = capsys.readouterr().err
+    assert "devices the city does not have: ['H001-D01']" in err
+    assert "expected CODE=RATE" in err
+
+
+def test_device_faults_reach_multi_slice_series(tmp_path: Path) -> None:
+    """A faulty CT keeps its stored values (wrong window) or its dtype (blur); the window is
+    written in rescaled units, so it lands inside the series' own HU range."""
+    ct = CityModel(hospitals=1, devices=2, device_mix=(("CT", 1.0),))
+    clean = generate_service_studies(tmp_path / "clean", 1, seed=2, service="chest-ct", model=ct)
+    device = clean[0].device_id
+    wrong = generate_service_studies(tmp_path / "wrong", 1, seed=2, service="chest-ct", model=ct,
+                                     device_faults={device: "wrong_window"})
+    blur = generate_service_studies(tmp_path / "blur", 1, seed=2, service="chest-ct", model=ct,
+                                    device_faults={device: "blur"})
+    a, w, b = (pydicom.dcmread(t[0].files[len(t[0].files) // 2]) for t in (clean, wrong, blur))
+    np.testing.assert_array_equal(a.pixel_array, w.pixel_array)
+    hu = a.pixel_array * float(a.RescaleSlope) + float(a.RescaleIntercept)
+    assert float(w.WindowCenter) != float(a.WindowCenter)
+    assert hu.min() < float(w.WindowCenter) < hu.max()
+    assert b.pixel_array.dtype == a.pixel_array.dtype
+    assert b.pixel_array.std() < a.pixel_array.std()
+    assert (clean[0].labels, clean[0].planted) == (blur[0].labels, blur[0].planted)
