@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from datetime import datetime
 from enum import StrEnum
 from functools import cache
 from pathlib import Path
@@ -32,6 +31,7 @@ from jsonschema import Draft202012Validator, FormatChecker
 from jsonschema.exceptions import ValidationError, best_match
 from jsonschema.protocols import Validator
 
+from streams.contract.cloudevents import parse_rfc3339
 from streams.contract.reasons import InputRejected, Reason
 
 #: The contract directory at the repository root.
@@ -42,6 +42,13 @@ MAX_MESSAGE = 200
 
 #: Major version of every event schema; it is part of each file name.
 SCHEMA_VERSION = "1"
+
+#: Deepest nesting of objects and arrays in an event body (the body itself is level 1; the
+#: contract's own fields need 3). orjson reads 1024 levels but writes only 254, and jsonschema's
+#: messages repr the instance, which fails near 1000: a deeper body must be refused with a
+#: reason before either is reached.
+MAX_JSON_DEPTH = 32
+TOO_DEEP = f"$: objects and arrays nested deeper than {MAX_JSON_DEPTH} levels"
 
 
 class EventKind(StrEnum):
@@ -71,23 +78,34 @@ class SchemaViolation(InputRejected):
         super().__init__(Reason.SCHEMA_VIOLATION, detail)
 
 
-# RFC 3339 section 5.6 `date-time`: full date, "T", full time with a mandatory offset.
-_RFC3339 = re.compile(
-    r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$", re.ASCII)
-
-
 def is_date_time(instance: object) -> bool:
-    """The `date-time` format, the same function for both validators."""
+    """The `date-time` format, the same function for both validators: exactly the timestamps
+    the one timestamp reader (parse_rfc3339) reads, so nothing validated can fail to parse."""
     if not isinstance(instance, str):
         return True  # formats constrain strings only; `type` handles the rest
-    if not _RFC3339.match(instance):
-        return False
-    # Range checks (month 13, 31 February, hour 25, offset +24:00): let datetime do them.
     try:
-        value = datetime.fromisoformat(instance.upper().replace("Z", "+00:00"))
+        parse_rfc3339(instance)
     except ValueError:
         return False
-    return value.tzinfo is not None
+    return True
+
+
+def nested_deeper_than(value: object, limit: int) -> bool:
+    """Whether objects and arrays in `value` nest more than `limit` levels (a loop, not
+    recursion: the depth is the sender's to choose)."""
+    if not isinstance(value, dict | list):
+        return False
+    if limit < 1:
+        return True
+    stack: list[tuple[dict[str, Any] | list[Any], int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        for child in item.values() if isinstance(item, dict) else item:
+            if isinstance(child, dict | list):
+                if depth >= limit:
+                    return True
+                stack.append((child, depth + 1))
+    return False
 
 
 def _format_checker() -> FormatChecker:
@@ -128,6 +146,8 @@ def validate(kind: EventKind, obj: object) -> None:
         return  # the common case: a valid event, accepted by the compiled schema
     except Exception:  # whatever it refuses, jsonschema judges and explains
         pass
+    if nested_deeper_than(obj, MAX_JSON_DEPTH):  # before jsonschema walks and reprs it
+        raise SchemaViolation(TOO_DEEP)
     v = validator(kind)
     # is_valid stops at the first failure, while best_match collects every error to rank them,
     # so run it only when there is something to explain.
@@ -140,6 +160,8 @@ def validate(kind: EventKind, obj: object) -> None:
 
 def errors(kind: EventKind, obj: object) -> list[str]:
     """Every violation, one short value-free message each, in document order."""
+    if nested_deeper_than(obj, MAX_JSON_DEPTH):
+        return [TOO_DEEP]
     found = sorted(validator(kind).iter_errors(cast(Any, obj)),
                    key=lambda e: [str(p) for p in e.path])
     return list(dict.fromkeys(_describe(e) for e in found))

@@ -1,8 +1,8 @@
 """Turning raw StudyAnnounced bytes into a validated study (pure logic, no I/O).
 
-Checks run cheapest first and each one bounds the next: size before JSON parsing, version
-before schema validation (a v2 body is not a broken v1 body), then the schema, which bounds
-series counts and string lengths.
+Checks run cheapest first and each one bounds the next: size before JSON parsing, nesting depth
+before anything walks the parsed body, version before schema validation (a v2 body is not a
+broken v1 body), then the schema, which bounds series counts and string lengths.
 """
 
 from __future__ import annotations
@@ -16,7 +16,15 @@ import orjson
 
 from streams.contract import topics
 from streams.contract.reasons import InputRejected, Reason
-from streams.contract.schemas import SCHEMA_VERSION, EventKind, validate
+from streams.contract.schemas import (
+    MAX_JSON_DEPTH,
+    SCHEMA_VERSION,
+    TOO_DEEP,
+    EventKind,
+    SchemaViolation,
+    nested_deeper_than,
+    validate,
+)
 
 #: Largest StudyAnnounced body accepted (bytes); checked before the body is parsed.
 DEFAULT_MAX_EVENT_BYTES = 1024 * 1024
@@ -67,6 +75,10 @@ def parse_study(raw: bytes | None, *, headers: Headers | None = None,
         raise InputRejected(Reason.INVALID_JSON, f"not JSON: {str(exc)[:120]}") from None
     if not isinstance(study, dict):
         raise InputRejected(Reason.SCHEMA_VIOLATION, "body is not a JSON object")
+    # Free-form `extensions` pass the schema at any depth, but an accepted study is written
+    # again (work items, its fingerprint) by orjson, which writes only 254 levels.
+    if nested_deeper_than(study, MAX_JSON_DEPTH):
+        raise SchemaViolation(TOO_DEEP)
     version = study.get("schema_version", SCHEMA_VERSION)
     if isinstance(version, str) and version != SCHEMA_VERSION:  # other types: schema_violation
         raise InputRejected(Reason.UNSUPPORTED_VERSION,
@@ -81,7 +93,9 @@ VOLATILE_FIELDS = frozenset({"published_at"})
 
 def study_fingerprint(study: Mapping[str, Any]) -> str:
     """A compact digest of what a study announcement says, `published_at` aside: two
-    announcements with the same study_uid and different fingerprints contradict each other."""
+    announcements with the same study_uid and different fingerprints contradict each other.
+    Defined on every study parse_study accepts (its depth check keeps them writable); key
+    order does not matter."""
     stable = {k: v for k, v in study.items() if k not in VOLATILE_FIELDS}
     digest = hashlib.blake2b(orjson.dumps(stable, option=orjson.OPT_SORT_KEYS), digest_size=16)
     return digest.hexdigest()
