@@ -7,7 +7,12 @@ announced series under `<root>/<hospital_id>/` with keyed names, `producer` send
 """
 
 from services.publisher.announce import build_announcement, sanitize_id
-from services.publisher.cli import build_announcements, publish_path, register
+from services.publisher.cli import (
+    build_announcements,
+    publish_path,
+    register,
+    stage_announcements,
+)
 from services.publisher.producer import PublishReport, StudyPublisher
 from services.publisher.pseudonym import Pseudonymizer, load_key_from_env
 from services.publisher.scan import (
@@ -19,6 +24,7 @@ from services.publisher.scan import (
     read_header,
     scan_tree,
 )
+from services.publisher.stage import stage_announcement
 
 __all__ = [
     "InstanceHeader",
@@ -37,4 +43,6 @@ __all__ = [
     "register",
     "sanitize_id",
     "scan_tree",
+    "stage_announcement",
+    "stage_announcements",
 ]
