@@ -1,1 +1,2 @@
-"""Synthetic city data: chest X-ray phantoms written as real DICOM studies with ground truth."""
+"""The simulated city: every AI service's phantoms written as real DICOM studies with their
+planted ground truth (city.py), device faults, and the hostile-input corpus."""
