@@ -94,6 +94,8 @@ def build_announcements(path: Path, *, root: Path, hospital_id: str, priority: s
     Raises ValueError when PATH is missing or the hospital id is malformed.
     """
     hospital_id = check_hospital_id(hospital_id)
+    if priority not in PRIORITIES:
+        raise ValueError(f"priority must be one of {', '.join(PRIORITIES)}, not {priority!r}")
     root = root.resolve()
     path = path.resolve()
     if not path.exists():
@@ -106,8 +108,15 @@ def build_announcements(path: Path, *, root: Path, hospital_id: str, priority: s
             log("a study was rejected: one of its files lies outside the published folder")
             result.rejected += 1
             continue
-        event = build_announcement(study, hospital_id=hospital_id, pseudonymizer=pseudonymizer,
-                                   root=root, priority=priority, devices=devices)
+        try:
+            event = build_announcement(study, hospital_id=hospital_id,
+                                       pseudonymizer=pseudonymizer, root=root,
+                                       priority=priority, devices=devices)
+        except Exception as exc:  # one odd study must not stop the run; name no header value
+            log(f"a study was rejected: its headers could not be announced "
+                f"({type(exc).__name__})")
+            result.rejected += 1
+            continue
         try:
             validate(EventKind.STUDY_ANNOUNCED, event)
         except SchemaViolation as exc:

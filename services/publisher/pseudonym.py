@@ -78,7 +78,8 @@ class Pseudonymizer:
         return "Pseudonymizer(key=<hidden>)"
 
     def _digest(self, tag: bytes, *parts: str) -> bytes:
-        message = tag + b"\x00".join(p.encode("utf-8") for p in parts)
+        # surrogatepass: a header value decoded with escapes still has one stable encoding.
+        message = tag + b"\x00".join(p.encode("utf-8", "surrogatepass") for p in parts)
         return hmac.new(self._key, message, hashlib.sha256).digest()
 
     def _ref(self, tag: bytes, *parts: str) -> str:

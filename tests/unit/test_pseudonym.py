@@ -117,3 +117,10 @@ def test_load_key_from_env_never_echoes_a_short_key(monkeypatch: pytest.MonkeyPa
     with pytest.raises(ValueError) as info:
         load_key_from_env()
     assert "secret-ish" not in str(info.value)
+
+
+def test_any_decoded_header_value_has_a_ref() -> None:
+    """A value decoded with surrogate escapes (undecodable bytes) still gets a stable ref."""
+    p = Pseudonymizer(KEY)
+    assert p.patient_ref("P\udcff", hospital_id=H) == p.patient_ref("P\udcff", hospital_id=H)
+    assert p.uid("1.2\udc80", hospital_id=H) != p.uid("1.2", hospital_id=H)

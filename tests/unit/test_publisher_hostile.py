@@ -19,8 +19,9 @@ from typing import Any
 import pytest
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
+from services.publisher import cli
 from services.publisher.cli import build_announcements
-from services.publisher.scan import ScanStats, read_header, scan_tree
+from services.publisher.scan import ScanStats, StudyGroup, read_header, scan_tree
 from streams.contract.cloudevents import parse_rfc3339
 from streams.contract.reasons import InputRejected, Reason
 from streams.contract.schemas import EventKind, validate
@@ -206,3 +207,26 @@ def test_scan_counts_every_file(tmp_path: Path) -> None:
     stats = ScanStats()
     assert len(list(scan_tree(tmp_path, stats))) == 1
     assert (stats.files, stats.dicom, stats.skipped) == (len(cases) + 1, 1, len(cases))
+
+
+def test_a_study_that_cannot_be_announced_is_rejected_alone(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever a header holds that the announcement builder trips on, the run goes on."""
+    source = tmp_path / "export"
+    for i in range(3):
+        write_instance(source, study_uid=f"1.7.{i}", series_uid=f"1.7.{i}.1",
+                       sop_uid=f"1.7.{i}.1.1")
+    real = cli.build_announcement
+
+    def fragile(study: StudyGroup, **kwargs: Any) -> dict[str, Any]:
+        if study.study_uid == "1.7.1":
+            raise UnicodeEncodeError("utf-8", "ZELDA", 0, 1, "planted")
+        return real(study, **kwargs)
+
+    monkeypatch.setattr(cli, "build_announcement", fragile)
+    lines: list[str] = []
+    found = build_announcements(source, root=tmp_path / "root", hospital_id="H001",
+                                priority="routine", key=KEY, log=lines.append)
+    assert sorted(found.study_uids) == ["1.7.0", "1.7.2"] and found.rejected == 1
+    assert lines == ["a study was rejected: its headers could not be announced "
+                     "(UnicodeEncodeError)"]
