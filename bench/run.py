@@ -24,7 +24,15 @@ from typing import Any
 from bench import infra, probes, report
 from bench.backlog import describe as describe_backlog
 from bench.backlog import run_backlog
-from bench.traffic import Collector, Outcome, Sent, fresh_uids, image_pool, publish
+from bench.traffic import (
+    BENCH_HOSPITAL,
+    Collector,
+    Outcome,
+    Sent,
+    fresh_uids,
+    image_pool,
+    publish,
+)
 from bench.triton_alone import prepared_tensors, sweep
 from streams.contract.catalog import service
 from streams.settings import REPO_ROOT
@@ -322,7 +330,8 @@ def main(argv: list[str] | None = None) -> int:
     pl = plan(args, ref, ident)
     started = dt.datetime.now(dt.UTC)
     root = STATE / "dicom"
-    pool = image_pool(root / "pool", pl.pool)
+    # The worker reads a hospital's files only under <root>/<hospital_id>/.
+    pool = image_pool(root / BENCH_HOSPITAL / "pool", pl.pool)
     kafka = None if args.bootstrap else infra.private_kafka(STATE)
     if kafka is not None:
         args.bootstrap = kafka.bootstrap

@@ -15,6 +15,8 @@ from dataclasses import Field, dataclass, field, fields
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 
+from streams.imaging.dicom_io import DEFAULT_MAX_ELEMENTS, DEFAULT_MAX_PARSE_S
+from streams.imaging.preparation import DEFAULT_MAX_PREPARE_BYTES
 from streams.kafka.security import KafkaSecurity
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -110,6 +112,16 @@ class Settings:
         "RADSTREAM_MAX_PIXEL_BYTES", "largest decoded image, checked before any pixel is decoded"))
     max_event_bytes: int = field(default=1024 * 1024, metadata=declare(
         "RADSTREAM_MAX_EVENT_BYTES", "largest StudyAnnounced body, checked before JSON parsing"))
+    #: Sequence items count too; beyond it: `dicom_too_many_elements` (docs/security.md).
+    max_dicom_elements: int = field(default=DEFAULT_MAX_ELEMENTS, metadata=declare(
+        "RADSTREAM_MAX_DICOM_ELEMENTS", "most data elements the worker parses in one DICOM file"))
+    #: Beyond it: `dicom_parse_timeout`.
+    max_parse_s: float = field(default=DEFAULT_MAX_PARSE_S, metadata=declare(
+        "RADSTREAM_MAX_PARSE_S", "longest parse of one DICOM file's header and elements"))
+    #: Enforced in each preprocessing process (RLIMIT_DATA above its memory at rest); beyond it:
+    #: `preparation_memory_exceeded`.
+    max_prepare_bytes: int = field(default=DEFAULT_MAX_PREPARE_BYTES, metadata=declare(
+        "RADSTREAM_MAX_PREPARE_BYTES", "memory one study's reading and preprocessing may take"))
     # Clinical quality monitoring (streams/analytics/quality_monitor.py explains the rules).
     quality_auc_floor: float = field(default=0.81, metadata=declare(
         "RADSTREAM_QUALITY_AUC_FLOOR", "AUC against radiologists below which a service or "

@@ -121,6 +121,31 @@ def _deflate_bomb(template: Path, inflated_bytes: int) -> bytes:
     return _with_meta(template, DeflatedExplicitVRLittleEndian, b"".join(parts))
 
 
+def tiny_elements(template: Path, dataset_bytes: int, *, deflate: bool = False) -> bytes:
+    """A valid file whose dataset is ``dataset_bytes`` long, nearly all of it empty private
+    elements of 8 bytes each (distinct tags: millions of them), then the template's own
+    elements: cheap to write, costly to parse without an element cap."""
+    tail = _dataset_of(template)
+    count = max(0, (dataset_bytes - len(tail)) // 8)
+    tags = np.arange(count, dtype=np.uint32)
+    records = np.zeros(count, dtype=[("group", "<u2"), ("element", "<u2"), ("vr", "S2"),
+                                     ("length", "<u2")])
+    records["group"] = 0x0009 + 2 * (tags // 0xFFF0)  # odd groups: private, any content
+    records["element"] = 0x0010 + tags % 0xFFF0
+    records["vr"] = b"LO"
+    dataset = records.tobytes() + tail
+    if not deflate:
+        return _with_meta(template, "1.2.840.10008.1.2.1", dataset)
+    deflater = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    return _with_meta(template, DeflatedExplicitVRLittleEndian,
+                      deflater.compress(dataset) + deflater.flush())
+
+
+def _dataset_of(template: Path) -> bytes:
+    data = template.read_bytes()
+    return data[_meta_end(data):]
+
+
 def deflated_copy(template: Path, out: Path) -> Path:
     """A valid deflated copy of ``template``: deflate itself is accepted, bombs are not."""
     ds = pydicom.dcmread(template)
@@ -175,6 +200,12 @@ def write_hostile_files(root: Path, outside: Path, *,
     add("deflate-bomb", Reason.FILE_TOO_LARGE,
         "Deflated Explicit VR LE: ~100 KiB inflating to 4x the file cap",
         _deflate_bomb(template, 4 * max_file_bytes))
+    add("tiny-elements", Reason.DICOM_TOO_MANY_ELEMENTS,
+        "a file at the cap of nearly all 8-byte empty elements (millions at the default cap)",
+        tiny_elements(template, max_file_bytes - 4096))
+    add("tiny-elements-deflated", Reason.DICOM_TOO_MANY_ELEMENTS,
+        "the same elements deflated: a small file inflating to just under the cap",
+        tiny_elements(template, max_file_bytes - 4096, deflate=True))
     add("jpeg2000", Reason.TRANSFER_SYNTAX_UNSUPPORTED, "JPEG 2000 Lossless, no decoder here",
         _with_meta(template, JPEG2000Lossless, good[_meta_end(good):]))
     add("unknown-syntax", Reason.TRANSFER_SYNTAX_UNSUPPORTED, "a transfer syntax UID nobody knows",

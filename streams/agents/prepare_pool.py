@@ -28,9 +28,9 @@ import numpy as np
 from streams.contract.catalog import ServiceSpec
 from streams.imaging.preparation import (
     ReadLimits,
-    exit_with_parent,
     load_and_preprocess,
     load_and_preprocess_many,
+    start_worker_process,
 )
 
 log = logging.getLogger(__name__)
@@ -53,8 +53,11 @@ class PreparePool:
         self.broken = 0
 
     def _new_pool(self) -> ProcessPoolExecutor:
+        # Each process's memory is bounded (limits.max_prepare_bytes): a study that needs more
+        # fails alone with its reason instead of the OOM killer taking the process or the worker.
         return ProcessPoolExecutor(self._processes, mp_context=self._context,
-                                   initializer=exit_with_parent, initargs=(os.getpid(),))
+                                   initializer=start_worker_process,
+                                   initargs=(os.getpid(), self.limits.max_prepare_bytes))
 
     async def prepare(self, spec: ServiceSpec, study: dict[str, Any], *,
                       priority: bool = False) -> Prepared:

@@ -1,9 +1,16 @@
-"""The worker's only DICOM file I/O: resolve a study URI safely and decode its pixels.
+"""The worker's only DICOM file I/O: open a study's files safely and decode their pixels.
 
-Why so strict: URIs arrive from hospitals over the bus, so a path must never escape the
-configured roots (``..`` or symlinks), and every way a file can be bad maps to one stable
-:class:`~streams.contract.reasons.Reason` so the study ends as a technical defect or dead
-letter with a cause analysts can count, never as a crashed worker.
+Why so strict: URIs arrive from hospitals over the bus, so a file must never come from outside
+the configured roots, nor from outside its own hospital's folder ``<root>/<hospital_id>/``.
+Every file is opened through directory descriptors, one path component at a time, without
+following a single symlink, so a folder swapped for a link while a series is read cannot lead
+out. Every way a file can be bad maps to one stable :class:`~streams.contract.reasons.Reason`,
+so the study ends as a technical defect or a dead letter with a cause analysts can count, never
+as a crashed worker; and parsing is bounded in bytes, elements and time before anything is
+decoded.
+
+Details (the ``detail`` of a rejection, read by analysts) never name a hospital's folders or
+files, which can hold patient names or MRNs: a file is "the announced file" or "instance k".
 """
 
 from __future__ import annotations
@@ -13,11 +20,13 @@ import functools
 import io
 import os
 import stat
+import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, cast
 from urllib.parse import unquote, urlsplit
 
 import numpy as np
@@ -39,10 +48,36 @@ DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 #: Largest decoded pixel array (Rows x Columns x Samples x Frames x BitsAllocated/8), checked
 #: from the header before decoding: a small file can declare a huge image.
 DEFAULT_MAX_PIXEL_BYTES = 128 * 1024 * 1024
+#: Most data elements (sequence items included) one file may hold. An enhanced CT of 1,000
+#: frames has about 30,000; each parsed element costs pydicom about 300 bytes and 4 us, so a
+#: file of millions of 8-byte elements would otherwise cost gigabytes and tens of seconds.
+DEFAULT_MAX_ELEMENTS = 100_000
+#: Longest parse of one file's header and data elements (seconds; a CT slice takes about 1 ms).
+DEFAULT_MAX_PARSE_S = 5.0
 #: Transfer syntaxes the worker decodes itself (uncompressed; deflated with a bounded inflate).
 #: Anything else (JPEG, JPEG 2000, RLE, big endian, unknown UIDs) is rejected before parsing.
 ALLOWED_TRANSFER_SYNTAXES = frozenset({
     ExplicitVRLittleEndian, ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian})
+#: Bytes read for a header first: the header of an image is a few kilobytes; a longer one is
+#: read again up to the file cap.
+HEADER_PREFIX_BYTES = 64 * 1024
+#: Longest raw value of a header element the worker converts (PixelSpacing, WindowCenter, ...):
+#: a standard one is under 100 bytes, while a multi-valued string of megabytes would cost
+#: gigabytes as Python objects.
+MAX_USED_VALUE_BYTES = 1024
+#: Media Storage Directory (DICOMDIR): an index of a medium, never an image.
+DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
+#: How an announced file is named in details, whatever its path.
+ANNOUNCED = "the announced file"
+
+_PIXEL_DATA = 0x7FE00010
+_USED_TAGS = ("Modality", "BodyPartExamined", "SeriesInstanceUID", "SOPClassUID",
+              "InstanceNumber", "PixelSpacing", "ImagePositionPatient", "SliceThickness",
+              "RescaleSlope", "RescaleIntercept", "WindowCenter", "WindowWidth",
+              "PhotometricInterpretation", "Rows", "Columns", "SamplesPerPixel",
+              "NumberOfFrames", "BitsAllocated", "BitsStored", "PixelRepresentation",
+              "ImagerPixelSpacing", "PresentationLUTShape")
+_OPEN_FLAGS = (os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
 
 # pydicom's value-validation warnings quote header values (names, birth dates); the worker
 # never validates values it does not use, so those messages cannot reach its logs.
@@ -78,30 +113,442 @@ class DicomImage:
     geometry: Geometry = Geometry()
 
 
+@dataclass(frozen=True)
+class InstanceHeader:
+    """What a header alone says about a file: enough to choose a series' instances and check
+    their sizes before any pixel is decoded."""
+
+    sop_class_uid: str
+    #: The dataset has Pixel Data (SR, presentation states, DICOMDIR and the like have none).
+    has_pixels: bool
+    #: Rows x Columns x Samples x Frames x BitsAllocated/8, None when the header lacks one.
+    pixel_bytes: int | None
+    #: (frames, rows, columns), None when the header lacks one.
+    shape: tuple[int, int, int] | None
+    geometry: Geometry
+
+    @property
+    def is_image(self) -> bool:
+        return self.has_pixels and self.sop_class_uid != DICOMDIR_SOP_CLASS
+
+
+@dataclass(frozen=True)
+class ParseLimits:
+    """Per-file bounds: bytes read (and inflated), decoded pixel bytes, elements, parse time."""
+
+    max_bytes: int = DEFAULT_MAX_BYTES
+    max_pixel_bytes: int = DEFAULT_MAX_PIXEL_BYTES
+    max_elements: int = DEFAULT_MAX_ELEMENTS
+    max_parse_s: float = DEFAULT_MAX_PARSE_S
+
+
+# --- Opening files under a root, one component at a time, never through a link -------------
+
 @functools.lru_cache(maxsize=16)
-def _resolved_roots(roots: tuple[str, ...]) -> tuple[Path, ...]:
-    """The configured roots, resolved once per process (they are settings, not input)."""
-    return tuple(Path(root).resolve() for root in roots)
+def _root_forms(roots: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    """Each configured root as (real path, the path a URI may spell it with: absolute as
+    configured, or real). Roots are settings, not input: their own links are followed once."""
+    forms = []
+    for root in roots:
+        real = os.path.realpath(root)
+        forms.append((real, real))
+        spelled = os.path.abspath(root)
+        if spelled != real:
+            forms.append((real, spelled))
+    return tuple(forms)
 
 
-def resolve_uri(uri: str, roots: Sequence[Path]) -> Path:
-    """Map a ``file://`` URI to an existing file inside one of ``roots``."""
+def _os_rejection(exc: OSError, what: str) -> InputRejected:
+    """An OSError met while opening or reading a study file, as a precise reason."""
+    if exc.errno == errno.ELOOP:
+        return InputRejected(Reason.FILE_OUTSIDE_ROOT, f"{what} is a symbolic link")
+    if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ENAMETOOLONG):
+        return InputRejected(Reason.FILE_MISSING, f"{what} does not exist "
+                                                  f"({errno.errorcode.get(exc.errno, '')})")
+    code = errno.errorcode.get(exc.errno or 0, "error")
+    return InputRejected(Reason.FILE_UNREADABLE, f"{what} cannot be read ({code})")
+
+
+def _open_nofollow(name: str, dir_fd: int | None, what: str) -> int:
+    try:
+        return os.open(name, _OPEN_FLAGS, dir_fd=dir_fd)
+    except OSError as exc:
+        raise _os_rejection(exc, what) from exc
+
+
+def _uri_path(uri: str) -> str:
     parts = urlsplit(uri)
     if parts.scheme != "file" or parts.netloc not in ("", "localhost"):
-        raise InputRejected(Reason.URI_UNSUPPORTED, f"only file:// URIs are supported: {uri!r}")
+        scheme = parts.scheme if parts.scheme.isalnum() and len(parts.scheme) <= 16 else "?"
+        raise InputRejected(Reason.URI_UNSUPPORTED,
+                            f"only file:// URIs are supported, not {scheme}:")
     raw = unquote(parts.path)
-    if not raw or "\x00" in raw:
-        raise InputRejected(Reason.URI_UNSUPPORTED, f"URI has no usable path: {uri!r}")
+    if not raw.startswith("/") or "\x00" in raw:
+        raise InputRejected(Reason.URI_UNSUPPORTED, "the URI has no usable absolute path")
+    return raw
+
+
+def _below_a_root(norm: str, roots: Sequence[Path]) -> tuple[str, list[str]] | None:
+    for real, spelled in _root_forms(tuple(str(root) for root in roots)):
+        prefix = spelled.rstrip("/") + "/"
+        if norm.startswith(prefix):
+            return real, [p for p in norm[len(prefix):].split("/") if p]
+    return None
+
+
+def _under_root(raw: str, roots: Sequence[Path],
+                hospital_id: str | None) -> tuple[str, list[str]]:
+    """(real root, path components below it) of a URI path, judged lexically: ``..`` climbs
+    out here, and the walk that follows opens no link, so what it opens is what was judged."""
+    norm = "/" + os.path.normpath(raw).lstrip("/")
+    found = _below_a_root(norm, roots)
+    if found is None:
+        raise InputRejected(Reason.FILE_OUTSIDE_ROOT, "the URI's path is outside the allowed roots")
+    real, parts = found
+    # Each hospital's studies live in <root>/<hospital_id>/ and nowhere else.
+    if hospital_id is not None and (len(parts) < 2 or parts[0] != hospital_id
+                                    or hospital_id in (".", "..")):
+        raise InputRejected(Reason.FILE_OUTSIDE_ROOT,
+                            f"the URI's path is outside hospital {hospital_id}'s folder "
+                            "under the allowed roots")
+    if not parts:
+        raise InputRejected(Reason.FILE_MISSING, "the URI names a root, not a file")
+    return real, parts
+
+
+class SeriesFolder:
+    """The folder of an announced file, held open: every file read from it is opened relative
+    to this descriptor without following links, so replacing the folder (or any folder above
+    it) by a symlink while the series is read changes nothing."""
+
+    def __init__(self, fd: int, announced: str) -> None:
+        self.fd = fd
+        #: Name of the announced file in the folder (never put in a detail).
+        self.announced = announced
+
+    @contextmanager
+    def open(self, name: str, what: str) -> Iterator[int]:
+        """A regular file of the folder, opened without following a link."""
+        fd = _open_nofollow(name, self.fd, what)
+        try:
+            try:
+                info = os.fstat(fd)
+            except OSError as exc:
+                raise _os_rejection(exc, what) from exc
+            if not stat.S_ISREG(info.st_mode):
+                raise InputRejected(Reason.FILE_MISSING, f"{what} is not a regular file")
+            yield fd
+        finally:
+            os.close(fd)
+
+    def names(self, limit: int) -> list[str]:
+        """Visible entries of the folder, sorted, at most ``limit`` (else a rejection)."""
+        try:
+            names = sorted(n for n in os.listdir(self.fd) if not n.startswith("."))
+        except OSError as exc:
+            raise _os_rejection(exc, "the series folder") from exc
+        if len(names) > limit:
+            raise InputRejected(Reason.GEOMETRY_IMPLAUSIBLE,
+                                f"series folder holds {len(names)} files > {limit}")
+        return names
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+@contextmanager
+def open_series_folder(uri: str, roots: Sequence[Path], *,
+                       hospital_id: str | None = None) -> Iterator[SeriesFolder]:
+    """The folder of the file ``uri`` names, opened by walking down from its root.
+
+    Raises:
+        InputRejected: URI_UNSUPPORTED, FILE_OUTSIDE_ROOT (outside the roots or the hospital's
+            folder, or through a symlink), FILE_MISSING, FILE_UNREADABLE.
+    """
+    real, parts = _under_root(_uri_path(uri), roots, hospital_id)
     try:
-        path = Path(raw).resolve()
-        resolved_roots = _resolved_roots(tuple(str(root) for root in roots))
-    except (OSError, RuntimeError) as exc:  # symlink loops, unreadable components
-        raise InputRejected(Reason.FILE_MISSING, f"cannot resolve {raw!r}: {exc}") from exc
-    if not any(path.is_relative_to(root) for root in resolved_roots):
-        raise InputRejected(Reason.FILE_OUTSIDE_ROOT, f"{raw!r} is outside the allowed roots")
-    if not path.is_file():
-        raise InputRejected(Reason.FILE_MISSING, f"{raw!r} does not exist or is not a file")
-    return path
+        fd = os.open(real, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise _os_rejection(exc, "the root folder") from exc
+    try:
+        for depth, part in enumerate(parts[:-1], 1):
+            what = f"folder {depth} below the root"
+            child = _open_nofollow(part, fd, what)
+            os.close(fd)
+            fd = child
+            if not stat.S_ISDIR(os.fstat(fd).st_mode):
+                raise InputRejected(Reason.FILE_MISSING, f"{what} is not a folder")
+    except BaseException:
+        os.close(fd)
+        raise
+    folder = SeriesFolder(fd, parts[-1])
+    try:
+        yield folder
+    finally:
+        folder.close()
+
+
+def resolve_uri(uri: str, roots: Sequence[Path], *, hospital_id: str | None = None) -> Path:
+    """The regular file ``uri`` names, checked as the worker reads it (see open_series_folder):
+    for tools and tests that then read it by path."""
+    with open_series_folder(uri, roots, hospital_id=hospital_id) as folder, \
+            folder.open(folder.announced, ANNOUNCED):
+        pass
+    real, parts = _under_root(_uri_path(uri), roots, hospital_id)
+    return Path(real, *parts)
+
+
+# --- Bounded parsing ----------------------------------------------------------------------
+
+class _TrackedStream:
+    """A read-only in-memory file that notes when a read asks for more bytes than are left, and
+    bounds how many elements a parse may read and for how long.
+
+    pydicom reads each value with ``read(declared_length)`` and silently keeps a short result,
+    so a truncated file or an absurd element length would otherwise parse as a shorter dataset.
+    Parsing from memory also means a declared length of 4 GiB allocates nothing: a read returns
+    at most what the file has, and the file is already bounded by ``max_bytes``. The buffer is
+    used in place (``io.BytesIO`` would copy a bytearray). pydicom reads every element and item
+    header, nested ones included, with one ``read(8)``: those reads are counted.
+    """
+
+    def __init__(self, data: bytes | bytearray, limits: ParseLimits, deadline: float,
+                 what: str, elements: int = 0) -> None:
+        self._view = memoryview(data)
+        self._pos = 0
+        self.overrun = False
+        self.elements = elements
+        self._limits = limits
+        self._deadline = deadline
+        self._what = what
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: len(self._view)}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size == 8:
+            self.elements += 1
+            if self.elements > self._limits.max_elements:
+                raise InputRejected(Reason.DICOM_TOO_MANY_ELEMENTS,
+                                    f"{self._what} holds more than "
+                                    f"{self._limits.max_elements} data elements")
+            if not self.elements & 1023 and time.monotonic() > self._deadline:
+                raise InputRejected(Reason.DICOM_PARSE_TIMEOUT,
+                                    f"{self._what}: parsing took more than "
+                                    f"{self._limits.max_parse_s:g} s")
+        end = len(self._view) if size is None or size < 0 else min(len(self._view),
+                                                                      self._pos + size)
+        chunk = bytes(self._view[self._pos:end]) if end > self._pos else b""
+        self._pos = max(self._pos, end)
+        # A zero-byte answer to the 8-byte element header read is the normal end of a dataset.
+        if size is not None and size > 0 and len(chunk) < size and (chunk or size != 8):
+            self.overrun = True
+        return chunk
+
+
+@dataclass(frozen=True)
+class _Bytes:
+    """A file's bytes, or its first bytes when ``whole`` is False."""
+
+    data: bytes
+    whole: bool
+
+
+def _pread(fd: int, size: int) -> bytes:
+    """Up to ``size`` bytes from the start of an open file, whatever its offset."""
+    parts: list[bytes] = []
+    got = 0
+    while got < size:
+        chunk = os.pread(fd, size - got, got)  # one call for a regular file: no join
+        if not chunk:
+            break
+        parts.append(chunk)
+        got += len(chunk)
+    return b"".join(parts) if len(parts) != 1 else parts[0]
+
+
+def _read_fd(fd: int, max_bytes: int, what: str, *, prefix: int | None = None) -> _Bytes:
+    """The bytes of an open regular file: all of them (refusing more than ``max_bytes``), or
+    only the first ``prefix`` (a header read: the size of the rest does not matter)."""
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise InputRejected(Reason.FILE_MISSING, f"{what} is not a regular file")
+        if prefix is not None:
+            data = _pread(fd, min(prefix, max_bytes) + 1)
+            whole = len(data) <= min(prefix, max_bytes)
+            return _Bytes(data if whole else data[:-1], whole)
+        if info.st_size > max_bytes:
+            raise InputRejected(Reason.FILE_TOO_LARGE,
+                                f"{what} is {info.st_size} bytes > {max_bytes}")
+        data = _pread(fd, max_bytes + 1)
+    except OSError as exc:
+        raise _os_rejection(exc, what) from exc
+    if len(data) > max_bytes:  # grew after fstat
+        raise InputRejected(Reason.FILE_TOO_LARGE, f"{what} is more than {max_bytes} bytes")
+    return _Bytes(data, whole=True)
+
+
+def _inflate_bounded(deflated: bytes, limit: int, what: str, *,
+                     partial: bool = False) -> tuple[bytearray, bool]:
+    """Inflate a Deflated Explicit VR Little Endian dataset, never past ``limit`` bytes:
+    (bytes, whether they are the whole dataset).
+
+    pydicom inflates the whole stream in one call, so a few kilobytes can become gigabytes
+    (a deflate bomb); here the output is capped and the rest is never produced. ``partial``:
+    the input may be a prefix, and the output a prefix too (a header read).
+    """
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    out = bytearray()  # grown in place, 1 MiB at a time: one buffer, never a doubling copy
+    pending = deflated
+    try:
+        while len(out) <= limit:
+            out += inflater.decompress(pending, min(1 << 20, limit + 1 - len(out)))
+            pending = inflater.unconsumed_tail
+            if inflater.eof or not pending:
+                break
+    except zlib.error as exc:
+        raise InputRejected(Reason.DICOM_UNREADABLE, f"{what}: bad deflate stream") from exc
+    if partial:
+        whole = inflater.eof and len(out) <= limit
+        del out[limit:]
+        return out, whole
+    if len(out) > limit or inflater.unconsumed_tail:
+        raise InputRejected(Reason.FILE_TOO_LARGE,
+                            f"{what}: deflated dataset inflates beyond {limit} bytes")
+    if not inflater.eof:
+        raise InputRejected(Reason.DICOM_TRUNCATED, f"{what}: deflate stream ends early")
+    return out, True
+
+
+def _is_not_meta(tag: int, vr: str | None, length: int) -> bool:
+    return tag >> 16 != 0x0002
+
+
+@dataclass
+class _Parsed:
+    dataset: FileDataset
+    #: Whether the parse stopped at Pixel Data (header reads only).
+    at_pixels: bool
+    #: Whether the bytes parsed were the whole dataset.
+    whole: bool
+    overrun: bool
+
+
+def _parse(raw: _Bytes, what: str, limits: ParseLimits, *, header_only: bool,
+           inflate_limit: int | None = None) -> _Parsed:
+    """Parse a Part 10 file from memory after checking its transfer syntax (no pixel decoding).
+    ``header_only``: stop before Pixel Data, judge no transfer syntax, and raise _Cut when the
+    bytes given end inside the header; a deflated header is inflated to ``inflate_limit``."""
+    deadline = time.monotonic() + limits.max_parse_s
+    stream = _TrackedStream(raw.data, limits, deadline, what)
+    try:
+        preamble = read_preamble(cast(BinaryIO, stream), False)
+    except InvalidDicomError as exc:
+        raise InputRejected(Reason.NOT_DICOM, f"{what} is not a DICOM Part 10 file") from exc
+    try:
+        meta = FileMetaDataset(read_dataset(cast(BinaryIO, stream), False, True,
+                                            stop_when=_is_not_meta))
+        syntax = meta.get("TransferSyntaxUID")
+    except (InputRejected, MemoryError):
+        raise
+    except Exception as exc:  # pydicom raises many types for damaged headers
+        raise InputRejected(Reason.DICOM_UNREADABLE,
+                            f"{what}: file meta: {type(exc).__name__}") from exc
+    if stream.overrun:
+        raise InputRejected(Reason.DICOM_TRUNCATED, f"{what}: file meta ends early")
+    if syntax is None:
+        raise InputRejected(Reason.DICOM_UNREADABLE, f"{what} has no TransferSyntaxUID")
+    syntax = str(syntax).strip("\x00 ")
+    deflated = syntax == DeflatedExplicitVRLittleEndian
+    if not header_only and syntax not in ALLOWED_TRANSFER_SYNTAXES:
+        name = UID(syntax).name if UID(syntax).is_valid else "invalid UID"
+        raise InputRejected(Reason.TRANSFER_SYNTAX_UNSUPPORTED,
+                            f"{what}: transfer syntax {syntax[:64]} ({name}) is not accepted")
+    implicit = syntax == ImplicitVRLittleEndian
+    little = syntax != "1.2.840.10008.1.2.2"  # Explicit VR Big Endian (retired)
+    whole = raw.whole
+    if deflated:
+        inflated, whole = _inflate_bounded(raw.data[stream.tell():],
+                                           inflate_limit or limits.max_bytes, what,
+                                           partial=header_only)
+        whole = whole and raw.whole
+        stream = _TrackedStream(inflated, limits, deadline, what, stream.elements)
+    at_pixels = False
+
+    def stop(tag: int, vr: str | None, length: int) -> bool:
+        nonlocal at_pixels
+        at_pixels = tag == _PIXEL_DATA
+        return at_pixels
+
+    try:
+        dataset = read_dataset(cast(BinaryIO, stream), implicit, little,
+                               stop_when=stop if header_only else None)
+    except (InputRejected, MemoryError):
+        raise
+    except Exception as exc:
+        if header_only and not whole:
+            raise _Cut() from exc
+        raise InputRejected(Reason.DICOM_UNREADABLE,
+                            f"{what}: {type(exc).__name__} while parsing") from exc
+    if stream.overrun and not header_only:
+        raise InputRejected(Reason.DICOM_TRUNCATED,
+                            f"{what}: ends before the element lengths it declares")
+    # The filename a pydicom message may quote is the label, never the path.
+    return _Parsed(FileDataset(what, dataset, preamble=preamble, file_meta=meta,
+                               is_implicit_VR=implicit, is_little_endian=little),
+                   at_pixels, whole, stream.overrun)
+
+
+class _Cut(Exception):
+    """A header read's prefix ended inside the header: read more."""
+
+
+def _check_used_lengths(ds: Dataset, what: str) -> None:
+    for keyword in _USED_TAGS:
+        tag = pydicom.datadict.tag_for_keyword(keyword)
+        if tag is None or tag not in ds:
+            continue
+        raw = ds.get_item(tag)
+        length = getattr(raw, "length", None)
+        value = getattr(raw, "value", None)
+        if length is None and isinstance(value, (bytes, str)):
+            length = len(value)
+        if length is not None and length > MAX_USED_VALUE_BYTES:
+            raise InputRejected(Reason.DICOM_UNREADABLE,
+                                f"{what}: {keyword} is {length} bytes long")
+
+
+def _header_int(ds: Dataset, keyword: str, default: int | None, what: str) -> int:
+    """A small non-negative integer from the image pixel module, or a precise rejection."""
+    value = ds.get(keyword, default)
+    if value is None or value == "":
+        if default is None:
+            raise InputRejected(Reason.PIXELS_UNREADABLE, f"{what} has no {keyword}")
+        value = default
+    try:
+        number = int(value)
+    except (TypeError, ValueError) as exc:
+        raise InputRejected(Reason.DICOM_UNREADABLE, f"{what}: {keyword} is not a number") from exc
+    if number < 0:
+        raise InputRejected(Reason.PIXELS_UNREADABLE, f"{what}: {keyword} is negative")
+    return number
+
+
+def pixel_bytes(ds: Dataset, what: str | Path = "the file") -> int:
+    """Bytes the decoded pixel array would take, from the header alone (nothing decoded)."""
+    label = what if isinstance(what, str) else "the file"
+    rows = _header_int(ds, "Rows", None, label)
+    columns = _header_int(ds, "Columns", None, label)
+    samples = _header_int(ds, "SamplesPerPixel", 1, label)
+    frames = _header_int(ds, "NumberOfFrames", 1, label)
+    bits = _header_int(ds, "BitsAllocated", None, label)
+    return rows * columns * max(samples, 1) * max(frames, 1) * max(-(-bits // 8), 1)
 
 
 def _first_float(value: Any) -> float | None:
@@ -118,150 +565,6 @@ def _first_float(value: Any) -> float | None:
         return None
 
 
-class _TrackedStream(io.BytesIO):
-    """An in-memory file that notes when a read asks for more bytes than are left.
-
-    pydicom reads each value with ``read(declared_length)`` and silently keeps a short result,
-    so a truncated file or an absurd element length would otherwise parse as a shorter dataset.
-    Parsing from memory also means a declared length of 4 GiB allocates nothing: ``BytesIO``
-    returns at most what the file has, and the file is already bounded by ``max_bytes``.
-    """
-
-    overrun = False
-
-    def read(self, size: int | None = -1) -> bytes:
-        chunk = super().read(size)
-        # A zero-byte answer to the 8-byte element header read is the normal end of a dataset.
-        if size is not None and size > 0 and len(chunk) < size and (chunk or size != 8):
-            self.overrun = True
-        return chunk
-
-
-def _read_bounded(path: Path, max_bytes: int) -> bytes:
-    """The file's bytes, refusing non-regular files, symlinks and anything over ``max_bytes``.
-
-    O_NOFOLLOW closes the gap between :func:`resolve_uri` and the read (a file swapped for a
-    symlink meanwhile); O_NONBLOCK keeps a FIFO from blocking the open.
-    """
-    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
-    try:
-        fd = os.open(path, flags)
-    except FileNotFoundError as exc:
-        raise InputRejected(Reason.FILE_MISSING, f"{path} does not exist") from exc
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise InputRejected(Reason.FILE_OUTSIDE_ROOT, f"{path} is a symlink") from exc
-        raise InputRejected(Reason.DICOM_UNREADABLE, f"cannot open {path}: {exc}") from exc
-    with os.fdopen(fd, "rb") as fh:
-        info = os.fstat(fh.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise InputRejected(Reason.FILE_MISSING, f"{path} is not a regular file")
-        if info.st_size > max_bytes:
-            raise InputRejected(Reason.FILE_TOO_LARGE,
-                                f"{path} is {info.st_size} bytes > {max_bytes}")
-        data = fh.read(max_bytes + 1)
-    if len(data) > max_bytes:  # grew after fstat
-        raise InputRejected(Reason.FILE_TOO_LARGE, f"{path} is more than {max_bytes} bytes")
-    return data
-
-
-def _inflate_bounded(deflated: bytes, limit: int, path: Path) -> bytes:
-    """Inflate a Deflated Explicit VR Little Endian dataset, never past ``limit`` bytes.
-
-    pydicom inflates the whole stream in one call, so a few kilobytes can become gigabytes
-    (a deflate bomb); here the output is capped and the rest is never produced.
-    """
-    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-    try:
-        out = inflater.decompress(deflated, limit + 1)
-    except zlib.error as exc:
-        raise InputRejected(Reason.DICOM_UNREADABLE, f"{path}: bad deflate stream: {exc}") from exc
-    if len(out) > limit or inflater.unconsumed_tail:
-        raise InputRejected(Reason.FILE_TOO_LARGE,
-                            f"{path}: deflated dataset inflates beyond {limit} bytes")
-    if not inflater.eof:
-        raise InputRejected(Reason.DICOM_TRUNCATED, f"{path}: deflate stream ends early")
-    return out
-
-
-def _is_not_meta(tag: int, vr: str | None, length: int) -> bool:
-    return tag >> 16 != 0x0002
-
-
-def _parse(data: bytes, path: Path, max_bytes: int) -> FileDataset:
-    """Parse a Part 10 file from memory after checking its transfer syntax (no pixel decoding)."""
-    stream = _TrackedStream(data)
-    try:
-        preamble = read_preamble(stream, False)
-    except InvalidDicomError as exc:
-        raise InputRejected(Reason.NOT_DICOM, f"{path} is not a DICOM Part 10 file") from exc
-    try:
-        meta = FileMetaDataset(read_dataset(stream, False, True, stop_when=_is_not_meta))
-        syntax = meta.get("TransferSyntaxUID")
-    except Exception as exc:  # pydicom raises many types for damaged headers
-        raise InputRejected(Reason.DICOM_UNREADABLE,
-                            f"{path}: file meta: {type(exc).__name__}") from exc
-    if stream.overrun:
-        raise InputRejected(Reason.DICOM_TRUNCATED, f"{path}: file meta ends early")
-    if syntax is None:
-        raise InputRejected(Reason.DICOM_UNREADABLE, f"{path} has no TransferSyntaxUID")
-    syntax = str(syntax).strip("\x00 ")
-    if syntax not in ALLOWED_TRANSFER_SYNTAXES:
-        name = UID(syntax).name if UID(syntax).is_valid else "invalid UID"
-        raise InputRejected(Reason.TRANSFER_SYNTAX_UNSUPPORTED,
-                            f"{path}: transfer syntax {syntax[:64]} ({name}) is not accepted")
-    implicit = syntax == ImplicitVRLittleEndian
-    if syntax == DeflatedExplicitVRLittleEndian:
-        stream = _TrackedStream(_inflate_bounded(data[stream.tell():], max_bytes, path))
-    try:
-        dataset = read_dataset(stream, implicit, True)
-    except Exception as exc:
-        raise InputRejected(Reason.DICOM_UNREADABLE,
-                            f"{path}: {type(exc).__name__} while parsing") from exc
-    if stream.overrun:
-        raise InputRejected(Reason.DICOM_TRUNCATED,
-                            f"{path}: ends before the element lengths it declares")
-    return FileDataset(str(path), dataset, preamble=preamble, file_meta=meta,
-                       is_implicit_VR=implicit, is_little_endian=True)
-
-
-def _header_int(ds: Dataset, keyword: str, default: int | None, path: Path) -> int:
-    """A small non-negative integer from the image pixel module, or a precise rejection."""
-    value = ds.get(keyword, default)
-    if value is None or value == "":
-        if default is None:
-            raise InputRejected(Reason.PIXELS_UNREADABLE, f"{path} has no {keyword}")
-        value = default
-    try:
-        number = int(value)
-    except (TypeError, ValueError) as exc:
-        raise InputRejected(Reason.DICOM_UNREADABLE, f"{path}: {keyword} is not a number") from exc
-    if number < 0:
-        raise InputRejected(Reason.PIXELS_UNREADABLE, f"{path}: {keyword} is negative")
-    return number
-
-
-def pixel_bytes(ds: Dataset, path: Path) -> int:
-    """Bytes the decoded pixel array would take, from the header alone (nothing decoded)."""
-    rows = _header_int(ds, "Rows", None, path)
-    columns = _header_int(ds, "Columns", None, path)
-    samples = _header_int(ds, "SamplesPerPixel", 1, path)
-    frames = _header_int(ds, "NumberOfFrames", 1, path)
-    bits = _header_int(ds, "BitsAllocated", None, path)
-    return rows * columns * max(samples, 1) * max(frames, 1) * max(-(-bits // 8), 1)
-
-
-@dataclass(frozen=True)
-class _Header:
-    pixel_bytes: int
-    photometric: str
-    slope: float
-    intercept: float
-    window_center: float | None
-    window_width: float | None
-    geometry: Geometry
-
-
 def _float_list(value: Any) -> list[float] | None:
     if value is None:
         return None
@@ -274,7 +577,8 @@ def _float_list(value: Any) -> list[float] | None:
 
 
 def _geometry(ds: Dataset) -> Geometry:
-    spacing = _float_list(ds.get("PixelSpacing"))
+    # Projection radiographs often carry only the detector's spacing (ImagerPixelSpacing).
+    spacing = _float_list(ds.get("PixelSpacing")) or _float_list(ds.get("ImagerPixelSpacing"))
     position = _float_list(ds.get("ImagePositionPatient"))
     number = ds.get("InstanceNumber")
     return Geometry(
@@ -288,24 +592,116 @@ def _geometry(ds: Dataset) -> Geometry:
     )
 
 
-def _header(ds: Dataset, path: Path) -> _Header:
+@dataclass(frozen=True)
+class _Header:
+    pixel_bytes: int
+    photometric: str
+    slope: float
+    intercept: float
+    window_center: float | None
+    window_width: float | None
+    geometry: Geometry
+
+
+def _photometric(ds: Dataset) -> str:
+    """The photometric interpretation as displayed: a Presentation LUT Shape of INVERSE on a
+    MONOCHROME2 image shows its lowest stored value white, as MONOCHROME1 does (on a
+    MONOCHROME1 image INVERSE is the pairing the DX module requires, not a second flip)."""
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
+    inverse = str(ds.get("PresentationLUTShape", "") or "").strip().upper() == "INVERSE"
+    return "MONOCHROME1" if inverse and photometric.strip().upper() == "MONOCHROME2" \
+        else photometric
+
+
+def _header(ds: Dataset, what: str) -> _Header:
     """Every header value the worker uses, converted up front: pydicom converts lazily, so a
     damaged element (a corrupt VR, say) raises on first access, and must raise here."""
     try:
+        _check_used_lengths(ds, what)
         if "PixelData" not in ds:
-            raise InputRejected(Reason.PIXELS_UNREADABLE, f"{path} has no PixelData")
-        needed = pixel_bytes(ds, path)
+            raise InputRejected(Reason.PIXELS_UNREADABLE, f"{what} has no PixelData")
+        needed = pixel_bytes(ds, what)
         slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
         intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
-        return _Header(needed, str(ds.get("PhotometricInterpretation", "MONOCHROME2")), slope,
-                       intercept, _first_float(ds.get("WindowCenter")),
-                       _first_float(ds.get("WindowWidth")), _geometry(ds))
-    except InputRejected:
+        return _Header(needed, _photometric(ds), slope, intercept,
+                       _first_float(ds.get("WindowCenter")), _first_float(ds.get("WindowWidth")),
+                       _geometry(ds))
+    except (InputRejected, MemoryError):
         raise
     except Exception as exc:  # NotImplementedError, ValueError, TypeError, ... from pydicom
         raise InputRejected(Reason.DICOM_UNREADABLE,
-                            f"{path}: bad header element ({type(exc).__name__})") from exc
+                            f"{what}: bad header element ({type(exc).__name__})") from exc
 
+
+def _lenient(read: Callable[[], Any]) -> Any:
+    try:
+        return read()
+    except Exception:  # a header read only chooses files; decoding judges them
+        return None
+
+
+def _summary(parsed: _Parsed, what: str) -> InstanceHeader:
+    ds = parsed.dataset
+    _check_used_lengths(ds, what)
+    rows, cols = _lenient(lambda: int(ds.Rows)), _lenient(lambda: int(ds.Columns))
+    frames = _lenient(lambda: int(ds.get("NumberOfFrames", 1) or 1))
+    shape = (frames, rows, cols) if None not in (rows, cols, frames) else None
+    meta_class = str(ds.file_meta.get("MediaStorageSOPClassUID", "") or "")
+    return InstanceHeader(
+        sop_class_uid=str(ds.get("SOPClassUID", "") or meta_class).strip("\x00 "),
+        has_pixels=parsed.at_pixels or "PixelData" in ds,
+        pixel_bytes=_lenient(lambda: pixel_bytes(ds, what)),
+        shape=shape,
+        geometry=_lenient(lambda: _geometry(ds)) or Geometry(
+            modality=str(_lenient(lambda: ds.get("Modality", "")) or "").strip().upper(),
+            series_uid=str(_lenient(lambda: ds.get("SeriesInstanceUID", "")) or "")))
+
+
+def read_header_fd(fd: int, what: str, limits: ParseLimits = ParseLimits()) -> InstanceHeader:
+    """The header of an open file, parsed up to Pixel Data: from its first kilobytes, or from
+    more (up to the file cap) when the header is longer. The transfer syntax is not judged.
+
+    Raises:
+        InputRejected: NOT_DICOM, DICOM_TRUNCATED, DICOM_UNREADABLE, DICOM_TOO_MANY_ELEMENTS,
+            DICOM_PARSE_TIMEOUT, FILE_UNREADABLE.
+    """
+    return _summary(_parsed_header(fd, what, limits), what)
+
+
+def read_header_dataset_fd(fd: int, what: str,
+                           limits: ParseLimits = ParseLimits()) -> FileDataset:
+    """The parsed header itself, read as :func:`read_header_fd` reads it (same bounds, same
+    reasons): for the hospital-side publisher (services/publisher/scan.py), which reads tags
+    the worker does not."""
+    return _parsed_header(fd, what, limits).dataset
+
+
+def _parsed_header(fd: int, what: str, limits: ParseLimits) -> _Parsed:
+    raw = _read_fd(fd, limits.max_bytes, what, prefix=HEADER_PREFIX_BYTES)
+    parsed: _Parsed | None = None
+    try:
+        parsed = _parse(raw, what, limits, header_only=True,
+                        inflate_limit=min(limits.max_bytes, 4 * HEADER_PREFIX_BYTES))
+    except _Cut:
+        pass
+    except InputRejected as exc:
+        if raw.whole or exc.reason in (Reason.DICOM_TOO_MANY_ELEMENTS,
+                                       Reason.DICOM_PARSE_TIMEOUT, Reason.NOT_DICOM):
+            raise
+    if parsed is None or (not parsed.at_pixels and not parsed.whole):
+        raw = _read_fd(fd, limits.max_bytes, what, prefix=limits.max_bytes)
+        try:
+            parsed = _parse(raw, what, limits, header_only=True)
+        except _Cut as exc:
+            raise InputRejected(Reason.DICOM_TRUNCATED,
+                                f"{what}: ends inside its header") from exc
+    if parsed.overrun and not parsed.at_pixels:
+        raise InputRejected(Reason.DICOM_TRUNCATED,
+                            f"{what}: ends before the element lengths it declares")
+    return parsed
+
+
+# --- Decoding ------------------------------------------------------------------------------
 
 def _plain_pixels(ds: Dataset) -> np.ndarray | None:
     """The common case decoded directly: one sample of 8 or 16 bits, uncompressed (every
@@ -335,35 +731,54 @@ def _plain_pixels(ds: Dataset) -> np.ndarray | None:
     return array.reshape(shape).astype(dtype.newbyteorder("="), copy=False)
 
 
-def read_image(path: Path, *, max_bytes: int = DEFAULT_MAX_BYTES,
-               max_pixel_bytes: int = DEFAULT_MAX_PIXEL_BYTES) -> DicomImage:
-    """Read one DICOM file and decode its pixels, mapping each failure to a Reason.
+def read_image_fd(fd: int, what: str, limits: ParseLimits = ParseLimits()) -> DicomImage:
+    """Read one open DICOM file and decode its pixels, mapping each failure to a Reason.
 
     Order matters: size cap, then transfer syntax allow-list and a bounded parse, then the
     pixel budget from the header, and only then pixel decoding.
     """
-    data = _read_bounded(path, max_bytes)
-    ds = _parse(data, path, max_bytes)
-    del data
-    header = _header(ds, path)
-    if header.pixel_bytes > max_pixel_bytes:
+    raw = _read_fd(fd, limits.max_bytes, what)
+    ds = _parse(raw, what, limits, header_only=False).dataset
+    del raw
+    header = _header(ds, what)
+    if header.pixel_bytes > limits.max_pixel_bytes:
         raise InputRejected(
             Reason.IMAGE_TOO_LARGE,
-            f"{path}: header declares {header.pixel_bytes} pixel bytes > {max_pixel_bytes}")
+            f"{what}: header declares {header.pixel_bytes} pixel bytes > "
+            f"{limits.max_pixel_bytes}")
     try:
         pixels = _plain_pixels(ds)
         if pixels is None:
             pixels = ds.pixel_array
+    except MemoryError:
+        raise
     except Exception as exc:  # missing handlers, wrong lengths, corrupt compressed streams
-        detail = f"{path}: {type(exc).__name__}: {str(exc)[:120]}"
+        detail = f"{what}: {type(exc).__name__}: {str(exc)[:120]}"
         raise InputRejected(Reason.PIXELS_UNREADABLE, detail) from exc
     return DicomImage(pixels=pixels, photometric=header.photometric, slope=header.slope,
                       intercept=header.intercept, window_center=header.window_center,
                       window_width=header.window_width, geometry=header.geometry)
 
 
+def read_image(path: Path, *, max_bytes: int = DEFAULT_MAX_BYTES,
+               max_pixel_bytes: int = DEFAULT_MAX_PIXEL_BYTES,
+               max_elements: int = DEFAULT_MAX_ELEMENTS,
+               max_parse_s: float = DEFAULT_MAX_PARSE_S, what: str = "the file") -> DicomImage:
+    """Read the file at ``path`` (not followed if it is a link) and decode its pixels: for
+    tools, tests and training, which name files themselves. The worker reads series
+    (streams/imaging/series.py)."""
+    fd = _open_nofollow(str(path), None, what)
+    try:
+        return read_image_fd(fd, what, ParseLimits(max_bytes, max_pixel_bytes, max_elements,
+                                                   max_parse_s))
+    finally:
+        os.close(fd)
+
+
 def read_image_from_uri(uri: str, roots: Sequence[Path], *, max_bytes: int = DEFAULT_MAX_BYTES,
-                        max_pixel_bytes: int = DEFAULT_MAX_PIXEL_BYTES) -> DicomImage:
-    """Resolve ``uri`` under ``roots`` and read it: the worker's one call per study."""
-    return read_image(resolve_uri(uri, roots), max_bytes=max_bytes,
-                      max_pixel_bytes=max_pixel_bytes)
+                        max_pixel_bytes: int = DEFAULT_MAX_PIXEL_BYTES,
+                        hospital_id: str | None = None) -> DicomImage:
+    """Open the file ``uri`` names under ``roots`` (see open_series_folder) and read it."""
+    with open_series_folder(uri, roots, hospital_id=hospital_id) as folder, \
+            folder.open(folder.announced, ANNOUNCED) as fd:
+        return read_image_fd(fd, ANNOUNCED, ParseLimits(max_bytes, max_pixel_bytes))

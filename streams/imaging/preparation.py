@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import resource
 import threading
 import time
 from dataclasses import dataclass
@@ -21,18 +22,28 @@ import numpy as np
 from streams.contract.catalog import ServiceSpec
 from streams.contract.reasons import InputRejected, Reason
 from streams.imaging.defects import check_contrast, check_geometry, check_identity
+from streams.imaging.dicom_io import DEFAULT_MAX_ELEMENTS, DEFAULT_MAX_PARSE_S
 from streams.imaging.preprocess import to_series_input
 from streams.imaging.series import read_series
 from streams.rules.routing import matching_series
 
+#: Memory one study's preparation may take in a worker process, beyond what the process holds
+#: at rest. The worst case the other bounds allow is about 4 x the pixel budget (the stack, the
+#: slab being projected, its float32 copy) plus 3 x the file cap (the file, its inflated
+#: dataset, the parsed values): 900 MiB at the defaults.
+DEFAULT_MAX_PREPARE_BYTES = 1024 * 1024 * 1024
+
 
 @dataclass(frozen=True)
 class ReadLimits:
-    """Where study files may live and how large they may be (streams.settings.Settings)."""
+    """Where study files may live and how much reading them may cost (streams.settings)."""
 
     roots: tuple[Path, ...]
     max_file_bytes: int
     max_pixel_bytes: int
+    max_elements: int = DEFAULT_MAX_ELEMENTS
+    max_parse_s: float = DEFAULT_MAX_PARSE_S
+    max_prepare_bytes: int = DEFAULT_MAX_PREPARE_BYTES
 
 
 def load_and_preprocess(spec: ServiceSpec, study: dict[str, Any],
@@ -44,6 +55,16 @@ def load_and_preprocess(spec: ServiceSpec, study: dict[str, Any],
         InputRejected: a bad file or event (dead-lettered) or a technical defect of the images
             (reported as a technical_defect Finding).
     """
+    try:
+        return _load_and_preprocess(spec, study, limits)
+    except MemoryError as exc:  # past RLIMIT_DATA in a worker process (prepare_pool.py)
+        raise InputRejected(Reason.PREPARATION_MEMORY_EXCEEDED,
+                            f"preparing the study needed more than {limits.max_prepare_bytes} "
+                            "bytes") from exc
+
+
+def _load_and_preprocess(spec: ServiceSpec, study: dict[str, Any],
+                         limits: ReadLimits) -> tuple[np.ndarray, float, float]:
     series = matching_series(spec, study)
     if not series:
         raise InputRejected(Reason.SCHEMA_VIOLATION, f"no series for service {spec.id}")
@@ -51,7 +72,10 @@ def load_and_preprocess(spec: ServiceSpec, study: dict[str, Any],
     chosen = series[0]
     images = read_series(chosen["uri"], int(chosen["instance_count"]), limits.roots,
                          max_slices=spec.checks.max_slices, max_bytes=limits.max_file_bytes,
-                         max_pixel_bytes=limits.max_pixel_bytes)
+                         max_pixel_bytes=limits.max_pixel_bytes,
+                         max_elements=limits.max_elements, max_parse_s=limits.max_parse_s,
+                         series_uid=chosen.get("series_uid"), modality=chosen.get("modality"),
+                         hospital_id=str(study["hospital_id"]))
     t1 = time.perf_counter()
     check_identity(spec.select, images.geometries)
     check_geometry(spec.checks, images.pixels.shape, images.geometries,
@@ -61,6 +85,9 @@ def load_and_preprocess(spec: ServiceSpec, study: dict[str, Any],
                              slope=images.slope, intercept=images.intercept,
                              window_center=images.window_center,
                              window_width=images.window_width)
+    del images
+    if not np.isfinite(tensor).all():  # never hand the model NaN or infinity
+        raise InputRejected(Reason.NON_FINITE_INPUT, "preprocessing gave non-finite values")
     return tensor, t1 - t0, time.perf_counter() - t1
 
 
@@ -87,6 +114,26 @@ def _picklable(exc: Exception) -> Exception:
     except Exception:
         return RuntimeError(f"{type(exc).__name__}: {exc}")
     return exc
+
+
+def bound_memory(extra_bytes: int) -> None:
+    """Let this process's data (heap and private mappings) grow by at most ``extra_bytes``
+    beyond what it holds now: past it an allocation fails with MemoryError, which
+    load_and_preprocess turns into PREPARATION_MEMORY_EXCEEDED, instead of the kernel's OOM
+    killer ending the process (or the worker beside it)."""
+    held = 0
+    with open("/proc/self/status", encoding="ascii") as fh:
+        for line in fh:
+            if line.startswith("VmData:"):
+                held = int(line.split()[1]) * 1024
+    resource.setrlimit(resource.RLIMIT_DATA, (held + extra_bytes, held + extra_bytes))
+
+
+def start_worker_process(parent: int, max_prepare_bytes: int) -> None:
+    """Worker-process initializer (streams/agents/prepare_pool.py): bound its memory, and leave
+    when the worker that started it is gone."""
+    exit_with_parent(parent)
+    bound_memory(max_prepare_bytes)
 
 
 def exit_with_parent(parent: int, every_s: float = 1.0) -> None:

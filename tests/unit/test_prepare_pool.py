@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from bench.traffic import announcement, image_pool
+from bench.traffic import BENCH_HOSPITAL, announcement, image_pool
 from streams.agents.prepare_pool import PreparePool
 from streams.contract.catalog import service
 from streams.contract.reasons import InputRejected, Reason
@@ -23,12 +23,18 @@ from streams.rules.intake import parse_study
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    return image_pool(tmp_path_factory.mktemp("dicom"), 3)
+    root = tmp_path_factory.mktemp("dicom")
+    return image_pool(root / BENCH_HOSPITAL / "pool", 3)
+
+
+def _root(files: list[Path]) -> Path:
+    """The root the files lie in: the benchmark's hospital has its folder right below it."""
+    return next(p.parent for p in files[0].parents if p.name == BENCH_HOSPITAL)
 
 
 @pytest.fixture
 def pool(files: list[Path]) -> Iterator[PreparePool]:
-    limits = ReadLimits((files[0].parents[3],), 64 << 20, 128 << 20)
+    limits = ReadLimits((_root(files),), 64 << 20, 128 << 20)
     p = PreparePool(limits, processes=1, threads=1)
     try:
         yield p
