@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from streams.analytics.windows import labels
 from streams.contract.cloudevents import parse_rfc3339, utc_now_rfc3339
 from streams.contract.schemas import EventKind, compiled, is_date_time, schema, validator
+from tests.fuzz.strategies import timestamp_parts, timestamp_text
 
 #: The JSON Schema test suite's date-time cases (draft 2020-12, optional/format/date-time.json).
 SUITE = [
@@ -101,28 +102,6 @@ def test_error_messages_do_not_repeat_the_value() -> None:
 
 
 # --- property: the check, the reader and an independent reading of RFC 3339 agree ----------
-
-@st.composite
-def timestamp_parts(draw: st.DrawFn) -> dict[str, Any]:
-    """The fields of a date-time, each drawn a little beyond its legal range."""
-    return {
-        "year": draw(st.integers(0, 9999)), "month": draw(st.integers(0, 13)),
-        "day": draw(st.integers(0, 32)), "hour": draw(st.integers(0, 25)),
-        "minute": draw(st.integers(0, 61)), "second": draw(st.integers(0, 61)),
-        "fraction": draw(st.none() | st.text("0123456789", min_size=1, max_size=15)),
-        "t": draw(st.sampled_from("Tt")),
-        "offset": draw(st.sampled_from("Zz") | st.tuples(
-            st.sampled_from("+-"), st.integers(0, 25), st.integers(0, 61))),
-    }
-
-
-def _text(p: dict[str, Any]) -> str:
-    fraction = f".{p['fraction']}" if p["fraction"] is not None else ""
-    offset = p["offset"] if isinstance(p["offset"], str) \
-        else f"{p['offset'][0]}{p['offset'][1]:02d}:{p['offset'][2]:02d}"
-    return (f"{p['year']:04d}-{p['month']:02d}-{p['day']:02d}{p['t']}{p['hour']:02d}:"
-            f"{p['minute']:02d}:{p['second']:02d}{fraction}{offset}")
-
 
 def _days_from_civil(y: int, m: int, d: int) -> int:
     """Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm)."""
@@ -215,7 +194,7 @@ FUZZ = settings(max_examples=600, deadline=None, suppress_health_check=[HealthCh
 @FUZZ
 @given(timestamp_parts())
 def test_grammar_generated_timestamps(p: dict[str, Any]) -> None:
-    text = _text(p)
+    text = timestamp_text(p)
     _check(text)
     expected = _oracle(p)
     at = _reads(text)
