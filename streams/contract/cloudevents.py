@@ -3,6 +3,9 @@
 Binary mode keeps the JSON body equal to the contract's schema; the envelope lives in headers
 (`ce_specversion`, `ce_id`, `ce_source`, `ce_type`, `ce_time`, `content-type`). On input the
 headers are optional: a hospital producing with plain kcat must work.
+
+Timestamps, in headers and bodies alike, are RFC 3339: written by :func:`utc_now_rfc3339` and
+read only by :func:`parse_rfc3339`, which is also the contract's `date-time` check.
 """
 
 from __future__ import annotations
