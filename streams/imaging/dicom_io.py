@@ -359,17 +359,21 @@ class _Bytes:
     whole: bool
 
 
-def _pread(fd: int, size: int) -> bytes:
-    """Up to ``size`` bytes from the start of an open file, whatever its offset."""
-    parts: list[bytes] = []
-    got = 0
+def _pread(fd: int, size: int, expected: int) -> bytes:
+    """Up to ``size`` bytes from the start of an open file of ``expected`` bytes, whatever its
+    offset. One call sized by the file, not by ``size``: Python allocates the whole request up
+    front, and a 64 MiB buffer for a 2 MiB file would count against the preparation's memory."""
+    chunk = os.pread(fd, min(size, expected + 1), 0)
+    if len(chunk) <= expected or len(chunk) >= size:
+        return chunk
+    parts, got = [chunk], len(chunk)  # the file grew meanwhile: the rest in bounded steps
     while got < size:
-        chunk = os.pread(fd, size - got, got)  # one call for a regular file: no join
-        if not chunk:
+        more = os.pread(fd, min(size - got, 1 << 20), got)
+        if not more:
             break
-        parts.append(chunk)
-        got += len(chunk)
-    return b"".join(parts) if len(parts) != 1 else parts[0]
+        parts.append(more)
+        got += len(more)
+    return b"".join(parts)
 
 
 def _read_fd(fd: int, max_bytes: int, what: str, *, prefix: int | None = None) -> _Bytes:
@@ -380,13 +384,13 @@ def _read_fd(fd: int, max_bytes: int, what: str, *, prefix: int | None = None) -
         if not stat.S_ISREG(info.st_mode):
             raise InputRejected(Reason.FILE_MISSING, f"{what} is not a regular file")
         if prefix is not None:
-            data = _pread(fd, min(prefix, max_bytes) + 1)
+            data = _pread(fd, min(prefix, max_bytes) + 1, info.st_size)
             whole = len(data) <= min(prefix, max_bytes)
             return _Bytes(data if whole else data[:-1], whole)
         if info.st_size > max_bytes:
             raise InputRejected(Reason.FILE_TOO_LARGE,
                                 f"{what} is {info.st_size} bytes > {max_bytes}")
-        data = _pread(fd, max_bytes + 1)
+        data = _pread(fd, max_bytes + 1, info.st_size)
     except OSError as exc:
         raise _os_rejection(exc, what) from exc
     if len(data) > max_bytes:  # grew after fstat

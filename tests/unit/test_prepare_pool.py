@@ -170,3 +170,24 @@ def test_an_exception_that_would_not_pickle_comes_back_named() -> None:
     assert isinstance(back, RuntimeError) and "Local: bad header" in str(back)
     kept = InputRejected(Reason.FILE_OUTSIDE_ROOT, "x")
     assert _picklable(kept) is kept
+
+
+def test_a_study_needing_more_memory_than_allowed_fails_alone_with_its_reason(
+        files: list[Path], tmp_path: Path) -> None:
+    """Each preprocessing process runs under RLIMIT_DATA: a study past the bound ends as
+    preparation_memory_exceeded (not an OOM-killed process), and the same process goes on."""
+    from services.synth.hostile import phantom_dicom
+
+    big = phantom_dicom(tmp_path / BENCH_HOSPITAL / "big" / "1.dcm", size=(4096, 4096))
+    limits = ReadLimits((tmp_path, _root(files)), 64 << 20, 128 << 20,
+                        max_prepare_bytes=48 << 20)  # the 32 MiB file and its pixels: 64 MiB
+    pool = PreparePool(limits, processes=1, threads=1)
+    try:
+        with pytest.raises(InputRejected) as err:
+            asyncio.run(pool.prepare(service("chest-xray"), _study(big)))
+        assert err.value.reason is Reason.PREPARATION_MEMORY_EXCEEDED
+        assert asyncio.run(pool.prepare(service("chest-xray"), _study(files[0])))[0].shape \
+            == (1, 128, 128)
+        assert pool.broken == 0
+    finally:
+        pool.shutdown()
