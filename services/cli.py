@@ -8,8 +8,10 @@ from collections.abc import Sequence
 
 
 def _worker(args: argparse.Namespace) -> int:
-    from streams.app import app
+    from streams.settings import Settings
+    from streams.worker import build_app
 
+    app = build_app(Settings.from_env()).app
     sys.argv = ["radstream", "worker", "-l", args.loglevel]
     app.main()
     return 0

@@ -10,41 +10,54 @@ study is dead-lettered with `hospital_mismatch`. See streams/rules/origin.py and
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import faust
 
-from streams.agents.outcomes import Outbox, reject, take_events
-from streams.app import app, deadletter_topic, metrics, settings, studies_topic
+from streams.agents.outcomes import Outbox, Sink, reject, take_events
+from streams.context import WorkerContext, raw_topic
+from streams.contract import topics
+from streams.metrics import Metrics
 from streams.rules.intake import parse_study
 from streams.rules.origin import check_origin, intake_topic
+from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
+@dataclass
+class IntakeGate:
+    settings: Settings
+    metrics: Metrics
 
-async def gate_batch(events: list[faust.EventT]) -> None:
-    outbox = Outbox("radstream/intake")
-    for event in events:
-        try:
-            study = parse_study(event.message.value, headers=event.message.headers,
-                                max_bytes=settings.max_event_bytes)
-            check_origin(event.message.topic, study)
-            # Forward the hospital's bytes unchanged: the router validates them again.
-            await outbox.forward(studies_topic, study["study_uid"],
-                                 event.message.value or b"")
-        except Exception as exc:  # bad input or a bug: a DeadLetter, never an agent crash
-            await reject(outbox, deadletter_topic, metrics.deadletters, event, exc)
-    await outbox.flush()
+    async def gate_batch(self, events: list[faust.EventT], sink: Sink) -> None:
+        """Forward each announcement that is its intake topic's hospital's to the studies
+        topic, dead-letter the others; return once the broker has every outcome."""
+        for event in events:
+            try:
+                study = parse_study(event.message.value, headers=event.message.headers,
+                                    max_bytes=self.settings.max_event_bytes)
+                check_origin(event.message.topic, study)
+                # Forward the hospital's bytes unchanged: the router validates them again.
+                await sink.forward(topics.STUDIES.name, study["study_uid"],
+                                   event.message.value or b"")
+            except Exception as exc:  # bad input or a bug: a DeadLetter, never an agent crash
+                await reject(sink, self.metrics.deadletters, event, exc)
+        await sink.flush()
 
 
-async def intake_gate(stream: faust.StreamT[bytes]) -> None:
-    async for events in take_events(stream, settings.batch_max, settings.batch_within_s):
-        await gate_batch(events)
+def register(ctx: WorkerContext) -> IntakeGate | None:
+    """The intake gate on the hospitals named in RADSTREAM_INTAKE_HOSPITALS, if any."""
+    settings = ctx.settings
+    if not settings.intake_hospitals:
+        return None
+    gate = IntakeGate(settings, ctx.metrics)
 
+    async def intake_gate(stream: faust.StreamT[bytes]) -> None:
+        async for events in take_events(stream, settings.batch_max, settings.batch_within_s):
+            await gate.gate_batch(events, Outbox("radstream/intake", ctx.topics))
 
-# Explicit topic names: Faust's pattern subscriptions do not work (faust-streaming 0.15).
-if settings.intake_hospitals:
-    intake_topics = app.topic(*(intake_topic(h) for h in settings.intake_hospitals),
-                              key_type=bytes, value_type=bytes, key_serializer="raw",
-                              value_serializer="raw")
-    app.agent(intake_topics, name="intake-gate")(intake_gate)
+    # Explicit topic names: Faust's pattern subscriptions do not work (faust-streaming 0.15).
+    hospitals = raw_topic(ctx.app, *(intake_topic(h) for h in settings.intake_hospitals))
+    ctx.app.agent(hospitals, name="intake-gate")(intake_gate)
+    return gate

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import Any, TypeVar, cast
+from typing import Any, Protocol, TypeVar, cast
 
 import faust
 import orjson
@@ -87,26 +87,56 @@ async def take_pipelined(stream: faust.StreamT[bytes], max_: int, within: float,
             finishing.cancel()
 
 
-class Outbox:
-    """Collects sends for one batch; `flush()` waits until the broker acknowledged all of them."""
+Headers = list[tuple[str, bytes]]
 
-    def __init__(self, source: str) -> None:
+
+class Sink(Protocol):
+    """Where a batch function puts its outcomes: the Outbox in a worker, a list in unit tests.
+
+    Topics are named by their contract name (streams/contract/topics.py). Nothing sent counts
+    until `flush()` returned: only then may the inputs that caused it be acknowledged.
+    """
+
+    async def send(self, topic: str, key: str, body: Mapping[str, Any]) -> None:
+        """A contract event (Finding, Latency, DeadLetter, QualityAlert), checked against its
+        schema and sent with CloudEvents headers."""
+
+    async def forward(self, topic: str, key: str, value: bytes,
+                      headers: Headers | None = None) -> None:
+        """An internal record (a work item, a gated announcement) as is."""
+
+    async def flush(self) -> None:
+        """Return once the broker acknowledged everything sent so far."""
+
+
+def contract_type(topic: str, body: Mapping[str, Any]) -> str:
+    """The CloudEvents type of an event for `topic`, once `body` matches the published contract
+    (raises SchemaViolation otherwise: a bug of ours must fail loudly, never reach the bus)."""
+    kind, ce_type = _KIND_OF_TOPIC[topic]
+    validate(kind, body)
+    return ce_type
+
+
+class Outbox:
+    """The worker's Sink: sends through Faust's producer; `flush()` waits until the broker
+    acknowledged all of them."""
+
+    def __init__(self, source: str, topics: Mapping[str, faust.TopicT]) -> None:
         self._source = source
+        self._topics = topics
         self._pending: list[Awaitable[Any]] = []
 
-    async def send(self, topic: faust.TopicT, key: str, body: Mapping[str, Any]) -> None:
-        kind, ce_type = _KIND_OF_TOPIC[topic.get_topic_name()]
-        # Every event we produce must match the published contract; a bug here must fail loudly.
-        validate(kind, body)
-        fut = await topic.send(key=key.encode(), value=orjson.dumps(body),
-                               headers=ce_headers(ce_type, self._source), force=True)
+    async def send(self, topic: str, key: str, body: Mapping[str, Any]) -> None:
+        ce_type = contract_type(topic, body)
+        fut = await self._topics[topic].send(key=key.encode(), value=orjson.dumps(body),
+                                             headers=ce_headers(ce_type, self._source),
+                                             force=True)
         self._pending.append(fut)
 
-    async def forward(self, topic: faust.TopicT, key: str, value: bytes,
-                      headers: list[tuple[str, bytes]] | None = None) -> None:
-        """Send an internal record (a work item) as is: no contract event, no CloudEvents."""
-        self._pending.append(await topic.send(key=key.encode(), value=value, headers=headers,
-                                              force=True))
+    async def forward(self, topic: str, key: str, value: bytes,
+                      headers: Headers | None = None) -> None:
+        self._pending.append(await self._topics[topic].send(key=key.encode(), value=value,
+                                                            headers=headers, force=True))
 
     async def flush(self) -> None:
         pending, self._pending = self._pending, []
@@ -114,13 +144,13 @@ class Outbox:
             await asyncio.gather(*pending)
 
 
-async def reject(outbox: Outbox, topic: faust.TopicT, counter: Counter, event: faust.EventT,
-                 exc: Exception, *, service: str | None = None) -> None:
+async def reject(sink: Sink, counter: Counter, event: faust.EventT, exc: Exception, *,
+                 service: str | None = None) -> None:
     """Turn an event that failed into its DeadLetter: the one way every agent does it.
 
     An InputRejected keeps its reason code; anything unforeseen becomes `internal_error`, logged
-    with its traceback. Either way the agent goes on: if it raised, Faust would ack the event
-    without an outcome.
+    with its traceback. Either way the agent goes on: if it raised, its batch would never be
+    acknowledged, and every redelivery would fail again (a stopped partition).
     """
     if isinstance(exc, InputRejected):
         reason, detail = exc.reason, exc.detail
@@ -129,11 +159,11 @@ async def reject(outbox: Outbox, topic: faust.TopicT, counter: Counter, event: f
                   event.message.offset, exc_info=exc)
         reason, detail = Reason.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}"
     counter.labels(reason=reason.value).inc()
-    await send_deadletter(outbox, topic, event, reason, detail, service=service)
+    await send_deadletter(sink, event, reason, detail, service=service)
 
 
-async def send_deadletter(outbox: Outbox, topic: faust.TopicT, event: faust.EventT,
-                          reason: Reason, detail: str, *, service: str | None = None) -> None:
+async def send_deadletter(sink: Sink, event: faust.EventT, reason: Reason, detail: str, *,
+                          service: str | None = None) -> None:
     msg = event.message
     key = msg.key if isinstance(msg.key, bytes | str) else None
     payload = msg.value if isinstance(msg.value, bytes) else b""
@@ -143,4 +173,4 @@ async def send_deadletter(outbox: Outbox, topic: faust.TopicT, event: faust.Even
     out_key = record["key"] or ""  # already cut short: a huge key must not break the send
     log.warning("dead-letter %s from %s[%d]@%d: %s", reason.value, msg.topic, msg.partition,
                 msg.offset, detail[:200])
-    await outbox.send(topic, out_key, record)
+    await sink.send(topics.DEADLETTER.name, out_key, record)

@@ -12,16 +12,29 @@ from __future__ import annotations
 import contextlib
 import logging
 import weakref
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import ItemsView, Iterator
+from typing import Any, Protocol
 
 import faust
 import faust.streams
-from faust.types import TableT
 
 from streams.rules.horizon import Horizon
 
 log = logging.getLogger(__name__)
+
+
+class Table(Protocol):
+    """What agents need of a table: a Faust Table in the worker, a named dict in unit tests."""
+
+    name: str
+
+    def get(self, key: Any, /) -> Any: ...
+
+    def items(self) -> ItemsView[Any, Any]: ...
+
+    def __setitem__(self, key: Any, value: Any) -> None: ...
+
+    def __delitem__(self, key: Any) -> None: ...
 
 
 @contextlib.contextmanager
@@ -34,14 +47,14 @@ def current(event: faust.EventT) -> Iterator[None]:
         faust.streams._current_event.reset(token)
 
 
-def write_stamped(table: TableT, horizon: Horizon, key: Any, value: Any) -> None:
+def write_stamped(table: Table, horizon: Horizon, key: Any, value: Any) -> None:
     """`table[key] = value`, and the write noted in `horizon`'s index when `value` is stamped,
     so it is forgotten without a scan. Callers make the right event current."""
     table[key] = value
     horizon.written(key, value)
 
 
-def forget_expired(table: TableT, horizon: Horizon,
+def forget_expired(table: Table, horizon: Horizon,
                    event: faust.EventT) -> list[tuple[Any, dict[str, Any]]]:
     """Advance `horizon` with `event` (the last one read from its partition); when a scan is
     due, queue the partition's entries older than the horizon; then delete up to

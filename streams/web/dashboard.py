@@ -2,7 +2,8 @@
 
 The page is static HTML + vanilla JS that polls the JSON APIs (/stats, /stats/windows,
 /quality) from the same origin, so it needs no network beyond the worker and works offline.
-Assets are a fixed list read once at import: no request path ever reaches the filesystem.
+Assets are a fixed list read once when the pages are registered: no request path ever reaches
+the filesystem.
 """
 
 from __future__ import annotations
@@ -10,8 +11,6 @@ from __future__ import annotations
 from importlib import resources
 
 import faust
-
-from streams.app import app
 
 #: URL prefix of the dashboard's assets.
 STATIC_PREFIX = "/dashboard/static/"
@@ -25,7 +24,7 @@ _CONTENT_TYPES = {
 _HEADERS = {"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"}
 
 
-def _load_assets() -> dict[str, tuple[bytes, str]]:
+def load_assets() -> dict[str, tuple[bytes, str]]:
     """Asset name → (body, content type), for every file of a known type in static/."""
     folder = resources.files("streams.web") / "static"
     out: dict[str, tuple[bytes, str]] = {}
@@ -36,20 +35,20 @@ def _load_assets() -> dict[str, tuple[bytes, str]]:
     return out
 
 
-ASSETS = _load_assets()
+def register(app: faust.App) -> None:
+    """GET /dashboard and one route per asset under STATIC_PREFIX."""
+    assets = load_assets()
 
+    def serve(path: str, name: str) -> None:
+        body, content_type = assets[name]
 
-def _serve(path: str, name: str) -> None:
-    body, content_type = ASSETS[name]
+        async def view(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:
+            # The type goes in the headers: aiohttp refuses a charset inside `content_type`.
+            return web.bytes(body, headers={**_HEADERS, "Content-Type": content_type})
 
-    async def view(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:
-        # The type goes in the headers: aiohttp refuses a charset inside `content_type`.
-        return web.bytes(body, headers={**_HEADERS, "Content-Type": content_type})
+        view.__name__ = "".join(c if c.isalnum() else "_" for c in path.strip("/"))
+        app.page(path)(view)
 
-    view.__name__ = "".join(c if c.isalnum() else "_" for c in path.strip("/"))
-    app.page(path)(view)
-
-
-_serve("/dashboard", "dashboard.html")
-for _name in sorted(ASSETS):
-    _serve(STATIC_PREFIX + _name, _name)
+    serve("/dashboard", "dashboard.html")
+    for name in sorted(assets):
+        serve(STATIC_PREFIX + name, name)
