@@ -125,3 +125,37 @@ def test_bad_pixel_module_values(tmp_path: Path, value: bytes | None, reason: Re
     with pytest.raises(InputRejected) as exc:
         read_image(path)
     assert exc.value.reason is reason
+
+
+@pytest.mark.parametrize("name", ["tiny-elements", "tiny-elements-deflated"])
+def test_millions_of_tiny_elements_stop_at_the_element_cap(
+        corpus: tuple[Path, Path, list[HostileFile]], name: str) -> None:
+    """Each parsed element costs pydicom about 300 bytes: a file of 8-byte elements at the
+    file cap would cost ~40x the cap in memory without the element cap (2.7 GiB for 64 MiB)."""
+    root, _, _ = corpus
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(InputRejected) as exc:
+        read_image(root / f"{name}.dcm", max_bytes=MAX_FILE_BYTES, max_elements=10_000)
+    grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    assert exc.value.reason is Reason.DICOM_TOO_MANY_ELEMENTS
+    assert grown_kib * 1024 < 3 * MAX_FILE_BYTES
+
+
+def test_parsing_has_a_deadline(corpus: tuple[Path, Path, list[HostileFile]]) -> None:
+    root, _, _ = corpus
+    with pytest.raises(InputRejected) as exc:
+        read_image(root / "tiny-elements.dcm", max_bytes=MAX_FILE_BYTES, max_parse_s=0.0)
+    assert exc.value.reason is Reason.DICOM_PARSE_TIMEOUT
+
+
+def test_a_header_value_of_megabytes_is_refused_before_conversion(tmp_path: Path) -> None:
+    """A multi-valued header string costs ~100 bytes per value as Python objects: within the
+    file cap, PixelSpacing as 30 million values would cost gigabytes. The worker converts no
+    value longer than dicom_io.MAX_USED_VALUE_BYTES (here 5,000 values, 10 KB)."""
+    path = phantom_dicom(tmp_path / "t.dcm")
+    ds = pydicom.dcmread(path)
+    ds.PixelSpacing = ["1"] * 5_000
+    ds.save_as(path, enforce_file_format=True)
+    with pytest.raises(InputRejected) as exc:
+        read_image(path)
+    assert exc.value.reason is Reason.DICOM_UNREADABLE
