@@ -190,17 +190,17 @@ def to_series_input(
     invert = photometric.strip().upper() == "MONOCHROME1"
     out = np.empty((len(windows) * spec.slabs, spec.size, spec.size), dtype=np.float32)
     scaled = np.empty(arr.shape[1:], dtype=np.float32)  # one scratch image, reused in place
-    for w, (center, width) in enumerate(windows):
-        lo, scale = _window_bounds(center, width)
-        slabs = projected[spec.projection(w)]
-        for s in range(spec.slabs):
-            with np.errstate(over="ignore"):  # a value far outside the window: inf, clipped
+    bounds = [_window_bounds(center, width) for center, width in windows]
+    with np.errstate(over="ignore"):  # a value far outside its window: inf, then clipped
+        for w, (lo, scale) in enumerate(bounds):
+            slabs = projected[spec.projection(w)]
+            for s in range(spec.slabs):
                 np.subtract(slabs[s], lo, out=scaled)
                 np.multiply(scaled, scale, out=scaled)
-            np.clip(scaled, 0.0, 1.0, out=scaled)
-            if invert:
-                np.subtract(np.float32(1.0), scaled, out=scaled)
-            out[w * spec.slabs + s] = _resize_area(scaled, spec.size, spec.size)
+                np.clip(scaled, 0.0, 1.0, out=scaled)
+                if invert:
+                    np.subtract(np.float32(1.0), scaled, out=scaled)
+                out[w * spec.slabs + s] = _resize_area(scaled, spec.size, spec.size)
     # Resampling weights summing to 1 in float32 can land a hair above 1.
     np.clip(out, 0.0, 1.0, out=out)
     # The guarantee every caller relies on (Triton refuses a request with one NaN in it), kept
