@@ -247,7 +247,7 @@ def read_dataset_header(path: Path, limits: ParseLimits = WORKER_LIMITS) -> Data
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
-        raise InputRejected(Reason.FILE_MISSING, "cannot be opened") from exc
+        raise InputRejected(Reason.FILE_UNREADABLE, "cannot be opened") from exc
     try:
         return dicom_io.read_header_dataset_fd(fd, _WHAT, limits)
     except InputRejected:
@@ -264,8 +264,9 @@ def read_header(path: Path, limits: ParseLimits = WORKER_LIMITS) -> InstanceHead
     """Read one file's header (no pixels).
 
     Raises:
-        InputRejected: the file is not a usable DICOM instance; ``reason`` says why
-            (``missing_uids`` is reported as dicom_unreadable with that detail).
+        InputRejected: the file is not a usable DICOM instance; ``reason`` says why (a file
+            without Study, Series or SOP Instance UID: dicom_unreadable with the detail
+            MISSING_UIDS, which scan_tree counts as ``missing_uids``).
     """
     ds = read_dataset_header(path, limits)
     try:
