@@ -31,6 +31,8 @@ from streams.contract import topics
 from streams.contract.reasons import Reason
 from streams.imaging.preprocess import robust_window
 
+#: The hospital the corpus's announcements name: its files belong under ``<root>/HOSTILE/``.
+HOSPITAL_ID = "HOSTILE"
 #: Pixel Data (7FE0,0010) tag as it appears in a little-endian stream.
 _PIXEL_DATA_TAG = b"\xe0\x7f\x10\x00"
 #: Patient Name (0010,0010) tag, little endian.
@@ -154,6 +156,53 @@ def deflated_copy(template: Path, out: Path) -> Path:
     return out
 
 
+#: What an export folder may hold beside a series' slices, by file name: none of it is an image
+#: of the series, and the worker must skip each (streams/imaging/series.py).
+EXPORT_EXTRAS = ("README.TXT", "DICOMDIR", "SR000001", "PR000001", "SC000001")
+
+
+def _non_image(path: Path, sop_class: str, modality: str, series_uid: str, study_uid: str, *,
+               jpeg: bool = False) -> Path:
+    ds = pydicom.Dataset()
+    ds.SOPClassUID, ds.SOPInstanceUID = UID(sop_class), pydicom.uid.generate_uid()
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.Modality = study_uid, series_uid, modality
+    ds.PatientName = "SYNTH^EXPORT"
+    ds.file_meta = pydicom.dataset.FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = UID(sop_class)
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.JPEGBaseline8Bit if jpeg \
+        else pydicom.uid.ExplicitVRLittleEndian
+    if jpeg:  # a screen capture: JPEG the worker does not decode, in a series of its own
+        ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.BitsAllocated = 8, 8, 3, 8
+        ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 7, 0
+        ds.PhotometricInterpretation, ds.PlanarConfiguration = "YBR_FULL_422", 0
+        ds.PixelData = pydicom.encaps.encapsulate([b"\xff\xd8not really a jpeg\xff\xd9"])
+        ds["PixelData"].VR = "OB"
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def export_extras(folder: Path, study_uid: str = "1.2.826.0.1.3680043.8.498.777.1.1") -> None:
+    """Write :data:`EXPORT_EXTRAS` into ``folder``, as a PACS viewer's export puts them beside
+    the slices: a README, a DICOMDIR, a structured report, a presentation state and a JPEG
+    secondary capture (modality OT), each in a series of its own."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "README.TXT").write_text("Exported by a PACS viewer.\n")
+    ds = pydicom.Dataset()
+    ds.FileSetID = "EXPORT"
+    ds.file_meta = pydicom.dataset.FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = UID("1.2.840.10008.1.3.10")
+    ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    ds.save_as(folder / "DICOMDIR", enforce_file_format=True)
+    _non_image(folder / "SR000001", pydicom.uid.ComprehensiveSRStorage, "SR",
+               f"{study_uid}.90", study_uid)
+    _non_image(folder / "PR000001", pydicom.uid.GrayscaleSoftcopyPresentationStateStorage,
+               "PR", f"{study_uid}.91", study_uid)
+    _non_image(folder / "SC000001", pydicom.uid.SecondaryCaptureImageStorage, "OT",
+               f"{study_uid}.92", study_uid, jpeg=True)
+
+
 def write_hostile_files(root: Path, outside: Path, *,
                         max_file_bytes: int = 64 * 1024 * 1024) -> list[HostileFile]:
     """Write every hostile file case under ``root`` (plus escape targets under ``outside``).
@@ -244,7 +293,7 @@ def hostile_uris(root: Path, outside: Path) -> list[tuple[str, str, Reason]]:
     ]
 
 
-def announcement(study_uid: str, uri: str, *, published_at: str, hospital_id: str = "HOSTILE",
+def announcement(study_uid: str, uri: str, *, published_at: str, hospital_id: str = HOSPITAL_ID,
                  series: int = 1) -> dict[str, Any]:
     """A schema-valid StudyAnnounced body that routes to chest-xray and points at ``uri``."""
     return {

@@ -54,6 +54,9 @@ from streams.imaging.dicom_io import (
 #: is refused before a single header is read.
 FOLDER_FILES_PER_SLICE = 4
 FOLDER_FILES_EXTRA = 64
+#: Reasons of an announced file that is not DICOM at all or not readable as DICOM: when the
+#: announcement names several instances, its series UID may still find them in the folder.
+RESCUABLE = frozenset({Reason.NOT_DICOM, Reason.DICOM_TRUNCATED, Reason.DICOM_UNREADABLE})
 
 
 @dataclass(frozen=True)
@@ -89,7 +92,7 @@ def _header(folder: SeriesFolder, name: str, what: str, limits: ParseLimits) -> 
         return read_header_fd(fd, what, limits)
 
 
-def choose(announced: InstanceHeader, others: dict[str, InstanceHeader | None], *,
+def choose(announced: InstanceHeader | None, others: dict[str, InstanceHeader | None], *,
            announced_name: str, series_uid: str | None,
            modality: str | None) -> tuple[list[str], Counter[str]]:
     """The names of the announced series' image instances among a folder's headers (None: not
@@ -110,7 +113,8 @@ def choose(announced: InstanceHeader, others: dict[str, InstanceHeader | None], 
     wanted = (modality or "").strip().upper()
     if series_uid and series_uid in groups:
         uid = series_uid
-    elif announced.is_image and (not wanted or announced.geometry.modality == wanted):
+    elif announced is not None and announced.is_image and (
+            not wanted or announced.geometry.modality == wanted):
         uid = announced.geometry.series_uid
     else:
         of_modality = [u for u, names in groups.items()
@@ -155,8 +159,17 @@ def read_series(uri: str, instance_count: int, roots: Sequence[Path], *, max_sli
         raise InputRejected(Reason.GEOMETRY_IMPLAUSIBLE,
                             f"{instance_count} instances announced > {max_slices} for this service")
     with open_series_folder(uri, roots, hospital_id=hospital_id) as folder:
-        announced = _header(folder, folder.announced, ANNOUNCED, limits)
-        single = instance_count <= 1 and announced.is_image and (
+        broken: InputRejected | None = None
+        announced: InstanceHeader | None = None
+        try:
+            announced = _header(folder, folder.announced, ANNOUNCED, limits)
+        except InputRejected as exc:
+            # A note named by a multi-instance announcement: the series UID may still find the
+            # slices beside it; if it does not, the note's own reason stands.
+            if instance_count <= 1 or not series_uid or exc.reason not in RESCUABLE:
+                raise
+            broken = exc
+        single = announced is not None and instance_count <= 1 and announced.is_image and (
             (series_uid is not None and announced.geometry.series_uid == series_uid)
             or not modality or announced.geometry.modality == modality.strip().upper())
         others: dict[str, InstanceHeader | None] = {}
@@ -174,9 +187,13 @@ def read_series(uri: str, instance_count: int, roots: Sequence[Path], *, max_sli
                         # unreadable file or a parse that hangs is trouble, not a stray note.
                         raise
                     others[name] = None
+        if broken is not None and not any(
+                h is not None and h.is_image and h.geometry.series_uid == series_uid
+                for h in others.values()):
+            raise broken
         names, skipped = choose(announced, others, announced_name=folder.announced,
                                 series_uid=series_uid, modality=modality)
-        headers = {**others, folder.announced: announced}
+        headers: dict[str, InstanceHeader | None] = {**others, folder.announced: announced}
         return _decode(folder, {n: h for n in names if (h := headers[n]) is not None},
                        limits, max_slices, skipped)
 

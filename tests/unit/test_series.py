@@ -12,25 +12,15 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.encaps import encapsulate
-from pydicom.uid import (
-    UID,
-    ComprehensiveSRStorage,
-    ExplicitVRLittleEndian,
-    GrayscaleSoftcopyPresentationStateStorage,
-    JPEGBaseline8Bit,
-    SecondaryCaptureImageStorage,
-    generate_uid,
-)
+from pydicom.dataset import Dataset
+from pydicom.uid import JPEGBaseline8Bit
 
 import streams.imaging.dicom_io as dicom_io
-from services.synth.hostile import phantom_dicom
+from services.synth.hostile import export_extras, phantom_dicom
 from services.synth.phantoms.base import Phantom
 from services.synth.series_writer import SeriesHeader, write_series
 from streams.contract.catalog import service
 from streams.contract.reasons import InputRejected, Reason
-from streams.imaging.dicom_io import DICOMDIR_SOP_CLASS
 from streams.imaging.preparation import ReadLimits, load_and_preprocess
 from streams.imaging.series import read_series
 
@@ -55,45 +45,9 @@ def _series(root: Path, hospital: str, series_uid: str, n: int, seed: int,
     return write_series(root, hospital, phantom, header), pixels
 
 
-def _non_image(path: Path, sop_class: str, modality: str, series_uid: str, *,
-               jpeg: bool = False) -> Path:
-    ds = Dataset()
-    ds.SOPClassUID, ds.SOPInstanceUID = sop_class, generate_uid()
-    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.Modality = STUDY, series_uid, modality
-    ds.PatientName = "DOE^JOHN"
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = UID(sop_class)
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit if jpeg else ExplicitVRLittleEndian
-    if jpeg:  # a screen capture: JPEG the worker cannot decode, in a series of its own
-        ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.BitsAllocated = 8, 8, 3, 8
-        ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 7, 0
-        ds.PhotometricInterpretation, ds.PlanarConfiguration = "YBR_FULL_422", 0
-        ds.PixelData = encapsulate([b"\xff\xd8not really a jpeg\xff\xd9"])
-        ds["PixelData"].VR = "OB"
-    ds.save_as(path, enforce_file_format=True)
-    return path
-
-
-def _dicomdir(path: Path) -> Path:
-    ds = Dataset()
-    ds.FileSetID = "EXPORT"
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = UID(DICOMDIR_SOP_CLASS)
-    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.save_as(path, enforce_file_format=True)
-    return path
-
-
 def _extras(folder: Path) -> None:
     """What an export puts beside the slices."""
-    (folder / "README.TXT").write_text("Exported by a PACS viewer. Patient DOE^JOHN.\n")
-    _dicomdir(folder / "DICOMDIR")
-    _non_image(folder / "SR000001", ComprehensiveSRStorage, "SR", "1.2.3.4.90")
-    _non_image(folder / "PR000001", GrayscaleSoftcopyPresentationStateStorage, "PR",
-               "1.2.3.4.91")
-    _non_image(folder / "SC000001", SecondaryCaptureImageStorage, "OT", "1.2.3.4.92", jpeg=True)
+    export_extras(folder, STUDY)
 
 
 def _beside(files: list[Path], folder: Path, prefix: str) -> None:
@@ -358,3 +312,16 @@ def test_pydicom_reads_the_extras_we_write() -> None:
         assert sr.Modality == "SR"
         sc = pydicom.dcmread(Path(d) / "SC000001")
         assert sc.file_meta.TransferSyntaxUID == JPEGBaseline8Bit and "PixelData" in sc
+
+
+def test_a_note_named_by_a_series_announcement_gives_way_to_the_series_uid(
+        root: Path, mixed: tuple[list[Path], np.ndarray]) -> None:
+    files, pixels = mixed
+    readme = (files[0].parent / "README.TXT").as_uri()
+    series = read_series(readme, 4, [root], max_slices=8, series_uid=SERIES_A, modality="CT",
+                         hospital_id="H001")
+    np.testing.assert_array_equal(series.pixels, pixels)
+    with pytest.raises(InputRejected) as err:  # no UID to go by: the note's own reason
+        read_series(readme, 4, [root], max_slices=8, series_uid=KEYED, modality="CT",
+                    hospital_id="H001")
+    assert err.value.reason is Reason.NOT_DICOM
