@@ -129,9 +129,10 @@ class City:
 
     # --- studies --------------------------------------------------------------------------
     def make_pool(self, size: int) -> None:
-        # Four hospitals' DX rooms, nodules at the chest phantom's own prevalence (0.3).
+        # Four hospitals' DX rooms, nodules at the chest phantom's own prevalence (0.3); each
+        # hospital's files in <root>/<hospital_id>/, the only folder the worker reads for it.
         self.pool = generate_service_studies(
-            self.dicom / "pool", size, seed=4242,
+            self.dicom, size, seed=4242,
             model=CityModel(hospitals=4, devices=8, device_mix=(("DX", 1.0),)))
 
     def announcements(self, n: int) -> list[tuple[str, CityTruth, bytes]]:

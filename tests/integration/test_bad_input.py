@@ -22,10 +22,12 @@ from .conftest import Worker
 
 pytestmark = pytest.mark.integration
 
+HOSPITAL = "BADINPUT"
+
 
 def announce(uid: str, uri: str) -> dict[str, Any]:
     now = utc_now_rfc3339()
-    return {"study_uid": uid, "hospital_id": "BADINPUT", "device_id": "dev-1", "modality": "DX",
+    return {"study_uid": uid, "hospital_id": HOSPITAL, "device_id": "dev-1", "modality": "DX",
             "body_part": "CHEST", "priority": "urgent", "acquired_at": now, "published_at": now,
             "patient_ref": "ab" * 16,
             "series": [{"series_uid": uid + ".1", "modality": "DX", "body_part": "CHEST",
@@ -46,8 +48,9 @@ def uid() -> str:
 
 def test_each_bad_input_is_dead_lettered_with_its_reason(worker: Worker, bootstrap: str,
                                                          tmp_path: Path) -> None:
-    root = worker.root / f"bad-{uuid.uuid4().hex[:6]}"
-    root.mkdir()
+    # The worker reads a hospital's files only under <root>/<hospital_id>/.
+    root = worker.root / HOSPITAL / f"bad-{uuid.uuid4().hex[:6]}"
+    root.mkdir(parents=True)
     # A real study to copy and damage, and one to publish last to show the worker still works.
     truths = generate_service_studies(root / "good", 2, seed=7)
     good_file = truths[0].files[0]

@@ -19,6 +19,7 @@ from confluent_kafka import Producer
 from services.ops.follow import OutcomeReader
 from services.synth.city import generate_service_studies
 from services.synth.hostile import (
+    HOSPITAL_ID,
     HostileEvent,
     announcement,
     hostile_events,
@@ -80,7 +81,8 @@ def produce(bootstrap: str, events: list[HostileEvent]) -> None:
 def test_hostile_corpus_is_dead_lettered_precisely(worker: Worker, bootstrap: str,
                                                    tmp_path: Path) -> None:
     settings = Settings()  # the worker fixture runs with the defaults for every cap
-    root = worker.root / f"hostile-{uuid.uuid4().hex[:6]}"
+    # The worker reads a hospital's files only under <root>/<hospital_id>/.
+    root = worker.root / HOSPITAL_ID / f"hostile-{uuid.uuid4().hex[:6]}"
     outside = tmp_path / "outside"
     files = write_hostile_files(root, outside, max_file_bytes=settings.max_file_bytes)
     now = datetime.now(UTC)

@@ -32,8 +32,9 @@ def announce(uid: str, hospital: str, path: Path) -> bytes:
 
 def test_intake_gate_forwards_own_studies_and_rejects_impersonation(worker: Worker,
                                                                      bootstrap: str) -> None:
-    truths = generate_service_studies(worker.root / f"intake-{uuid.uuid4().hex[:6]}", 1,
-                                      seed=11)
+    # The worker reads a hospital's files only under <root>/<hospital_id>/.
+    folder = worker.root / INTAKE_TEST_HOSPITAL / f"intake-{uuid.uuid4().hex[:6]}"
+    truths = generate_service_studies(folder, 1, seed=11)
     own, forged = f"2.25.{uuid.uuid4().int}", f"2.25.{uuid.uuid4().int}"
     reader = OutcomeReader(bootstrap).start()
     try:
