@@ -28,9 +28,9 @@ from streams.imaging.series import read_series
 from streams.rules.routing import matching_series
 
 #: Memory one study's preparation may take in a worker process, beyond what the process holds
-#: at rest. The worst case the other bounds allow is about 4 x the pixel budget (the stack, the
-#: slab being projected, its float32 copy) plus 3 x the file cap (the file, its inflated
-#: dataset, the parsed values): 900 MiB at the defaults.
+#: at rest. The other bounds allow at most about 6 x the pixel budget (an 8-bit series projected
+#: as one slab: the stack, the slab's copy and its float32 form), 768 MiB at the defaults; a
+#: 16-bit CT series of the whole budget (256 x 512 x 512) measures 193 MiB (docs/security.md).
 DEFAULT_MAX_PREPARE_BYTES = 1024 * 1024 * 1024
 
 
