@@ -12,7 +12,7 @@ help:
 	@echo "make test   - set up everything, start Kafka and Triton, run lint, types and the suite"
 	@echo "make chaos  - the full fault suite (kill -9, broker restart, Triton outage, rebalance)"
 	@echo "make up / make down - start / stop the local Kafka broker and Triton server"
-	@echo "make train  - retrain the chest X-ray reference model (writes ONNX + model card)"
+	@echo "make train  - retrain every service's reference model (ONNX, config, model card), with progress"
 	@echo "make bench  - benchmark: Triton alone, naive baseline, radstream, ratios (SOAK_S=600: full soak)"
 
 $(STAMP): pyproject.toml
@@ -52,8 +52,9 @@ chaos: $(STAMP)
 demo: $(STAMP)
 	deploy/demo.sh
 
+# One service at a time, each rendering on 2 processes; prints a line per stage and a summary.
 train: $(STAMP)
-	$(PY) -m services.training.train_cxr_lesion
+	OMP_NUM_THREADS=1 $(PY) -m services.training.train_service --all
 
 clean: down
 	rm -rf .state artifacts

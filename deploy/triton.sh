@@ -3,6 +3,8 @@
 #   deploy/triton.sh start | wait | stop | status
 # Serves services/triton/model_repository on loopback (HTTP 8000, gRPC 8001, metrics 8002),
 # model control mode `none` (the repository is fixed at start; nothing can load models remotely).
+# The ONNX models name `backend: "onnx_runner"`: our Python-based backend,
+# services/triton/backend/onnx_runner/model.py, linked into the backend directory below.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
@@ -32,6 +34,8 @@ start() {
   mkdir -p "$dir/backends/python"
   cp -f "$wheel/backends/python/"* "$dir/backends/python/" 2>/dev/null || true
   cp -f "$wheel/python_backend_stubs/$pyver/triton_python_backend_stub" "$dir/backends/python/"
+  # A Python-based backend is a folder <backend dir>/<name>/model.py run by the Python backend.
+  ln -sfn "$root/services/triton/backend/onnx_runner" "$dir/backends/onnx_runner"
   # Python models run in this virtualenv's interpreter, so onnxruntime imports there.
   PATH="$venv/bin:$PATH" VIRTUAL_ENV="$venv" \
   LD_LIBRARY_PATH="$sp/nvidia_pytriton.libs:${LD_LIBRARY_PATH:-}" \

@@ -14,6 +14,9 @@ only a small linear head is fitted, in closed form:
   statistic of one window of one slab;
 * a Hessian bright-blob measure, max-pooled per region, over each whole channel and over the
   whole series (all channels), so a small round lesion counts wherever it lies;
+* optionally (``band``, for a service whose lesions sit in a known intensity band of the input,
+  such as lung fields on a radiograph), blob and negative-Laplacian maps at four small scales
+  gated to that band, pooled over the whole channel by max, mean and top-k mean, log-compressed;
 * head: standardisation, then per finding an L2 logistic regression on the features that best
   separate that finding's classes (how many, and the penalty, chosen by cross-validation).
   Gather the selected features -> standardise -> Gemm -> Sigmoid in the same ONNX graph.
@@ -23,6 +26,7 @@ Pure numpy/onnx: no file or Triton I/O here (``train_service`` does that).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,6 +52,16 @@ CELL_PX = 8
 #: Candidate numbers of features kept per finding, and L2 penalties, tried by cross-validation.
 SELECT_GRID = (16, 64, 256)
 PENALTY_GRID = (1.0, 10.0, 100.0)
+#: Band-gated blob features (``band``): Gaussian scales (px), full 2-D kernel size, the blur
+#: (px) whose intensity must fall in the band, pixels dropped at each edge (zero padding makes
+#: false blobs there), pixels averaged by the top-k pooling (a subtle nodule covers a few
+#: dozen) and the floor of the log compression.
+BAND_SIGMAS = (0.8, 1.2, 1.8, 2.6)
+BAND_KERNEL_PX = 15
+BAND_GATE_SIGMA = 3.0
+BAND_BORDER_PX = 8
+BAND_TOP_K = 16
+BAND_LOG_EPS = 1e-4
 
 
 def derivative_taps(sigma: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -68,13 +82,36 @@ def gaussian_1d(sigma: float) -> np.ndarray:
     return g / g.sum()
 
 
-def feature_count(channels: int, size: int, grid: int | None = None, groups: int = 1) -> int:
+def feature_count(channels: int, size: int, grid: int | None = None, groups: int = 1,
+                  band: bool = False) -> int:
     """Length of the feature vector the fixed bank produces for a (channels, size, size) input
-    whose channels form ``groups`` equal runs (one per window)."""
+    whose channels form ``groups`` equal runs (one per window), with or without band features."""
     grid = grid or default_grid(size)
     cells = (size // (size // grid)) ** 2
     per_cell = MAPS_PER_CHANNEL * 3 + 1 + len(HIST_LEVELS) + 2 * len(BLOB_SIGMAS)
-    return channels * (cells * per_cell + 2 * len(BLOB_SIGMAS)) + groups * 2 * len(BLOB_SIGMAS)
+    band_count = channels * 3 * 2 * len(BAND_SIGMAS) if band else 0
+    return (channels * (cells * per_cell + 2 * len(BLOB_SIGMAS))
+            + groups * 2 * len(BLOB_SIGMAS) + band_count)
+
+
+def band_kernels() -> np.ndarray:
+    """Scale-normalised Gaussian second derivatives for the band features, (3S + 1, 1, K, K):
+    all Lxx, all Lyy, all Lxy, then one Gaussian blur (sigma BAND_GATE_SIGMA) for the gate."""
+    half = BAND_KERNEL_PX // 2
+    x = np.arange(-half, half + 1, dtype=np.float64)
+    xx, yy, xy = [], [], []
+    for sigma in BAND_SIGMAS:
+        g = np.exp(-(x**2) / (2 * sigma**2))
+        g /= g.sum()
+        d1 = -x / sigma**2 * g
+        d2 = (x**2 / sigma**4 - 1 / sigma**2) * g
+        d2 -= d2.mean()  # zero response to flat regions despite truncation
+        xx.append(sigma**2 * np.outer(g, d2))  # rows = y, cols = x
+        yy.append(sigma**2 * np.outer(d2, g))
+        xy.append(sigma**2 * np.outer(d1, d1))
+    g = np.exp(-(x**2) / (2 * BAND_GATE_SIGMA**2))
+    blur = np.outer(g, g) / np.outer(g, g).sum()
+    return np.stack([*xx, *yy, *xy, blur])[:, None].astype(np.float32)
 
 
 def default_grid(size: int) -> int:
@@ -106,11 +143,13 @@ class Head:
 
 def build_graph(channels: int, size: int, *, input_name: str, output_name: str,
                 head: Head | None = None, grid: int | None = None, groups: int = 1,
+                band: tuple[float, float] | None = None,
                 name: str = "radstream_feature_model") -> onnx.ModelProto:
     """The fixed feature bank as ONNX; with ``head``, the full model ending in a Sigmoid.
 
     Without a head the output ``output_name`` is the raw feature vector (batch, d): training
-    computes features with exactly the graph that will serve.
+    computes features with exactly the graph that will serve. ``band`` = (low, high) adds the
+    band-gated blob features (see the module docstring); None keeps the bank without them.
     """
     grid = grid or default_grid(size)
     if groups < 1 or channels % groups:
@@ -207,17 +246,7 @@ def build_graph(channels: int, size: int, *, input_name: str, output_name: str,
         n("Slice", ["hess_split", "i0", "i1", "ax3"], ["lxx"]),
         n("Slice", ["hess_split", "i1", "i2", "ax3"], ["lyy"]),
         n("Slice", ["hess_split", "i2", "i3", "ax3"], ["lxy"]),
-        n("Add", ["lxx", "lyy"], ["trace"]),
-        n("Mul", ["trace", "half"], ["half_trace"]),
-        n("Sub", ["lxx", "lyy"], ["hdiff"]),
-        n("Mul", ["hdiff", "half"], ["half_diff"]),
-        n("Mul", ["half_diff", "half_diff"], ["half_diff_sq"]),
-        n("Mul", ["lxy", "lxy"], ["lxy_sq"]),
-        n("Add", ["half_diff_sq", "lxy_sq"], ["disc_sq"]),
-        n("Sqrt", ["disc_sq"], ["disc"]),
-        n("Add", ["half_trace", "disc"], ["lam_max"]),
-        n("Neg", ["lam_max"], ["neg_lam"]),
-        n("Relu", ["neg_lam"], ["blob6"]),
+        *blob_nodes(str, "blob6"),
         # Gated copy: blobs on a dark neighbourhood (a nodule in lung, not the aorta in the
         # mediastinum): weight relu(1 - 1.5 * coarse blur).
         n("Mul", ["g2", "gate_gain"], ["g2_gain"]),
@@ -239,10 +268,16 @@ def build_graph(channels: int, size: int, *, input_name: str, output_name: str,
         n("ReduceMax", ["g_blob4"], ["g_blob_series"], axes=[2], keepdims=0),
         n("Flatten", ["g_blob_series"], ["f_blob_series"], axis=1),
     ]
+    parts = ["f_mean", "f_max", "f_min", "f_texture", "f_hist", "f_blob", "f_blob_global",
+             "f_blob_series"]
+    if band is not None:
+        band_inits, band_nodes = band_graph(input_name, channels, size, band, "f_band")
+        inits += band_inits
+        nodes += band_nodes
+        parts.append("f_band")
     feats = "features" if head is not None else output_name
-    nodes.append(n("Concat", ["f_mean", "f_max", "f_min", "f_texture", "f_hist", "f_blob",
-                              "f_blob_global", "f_blob_series"], [feats], axis=1))
-    d = feature_count(channels, size, grid, groups)
+    nodes.append(n("Concat", parts, [feats], axis=1))
+    d = feature_count(channels, size, grid, groups, band=band is not None)
     if head is not None:
         # Only the features some finding uses (a few hundred of tens of thousands) go into the
         # file: Gather them, then standardise and Gemm; the weights of the rest are zero anyway,
@@ -282,6 +317,103 @@ def build_graph(channels: int, size: int, *, input_name: str, output_name: str,
     proto.ir_version = 8
     onnx.checker.check_model(proto, full_check=True)
     return proto
+
+
+def blob_nodes(t: Callable[[str], str], output: str) -> list[onnx.NodeProto]:
+    """Nodes of the bright-blob measure relu(-lambda_max) from the tensors ``t("lxx")``,
+    ``t("lyy")``, ``t("lxy")`` and the constant ``t("half")``; also leaves ``t("trace")``.
+
+    lambda_max = (Lxx + Lyy) / 2 + sqrt(((Lxx - Lyy) / 2)^2 + Lxy^2), the larger Hessian
+    eigenvalue: negative in every direction only on a round bright spot, not on an edge or ridge.
+    """
+    n = helper.make_node
+    return [
+        n("Add", [t("lxx"), t("lyy")], [t("trace")]),
+        n("Mul", [t("trace"), t("half")], [t("half_trace")]),
+        n("Sub", [t("lxx"), t("lyy")], [t("diff")]),
+        n("Mul", [t("diff"), t("half")], [t("half_diff")]),
+        n("Mul", [t("half_diff"), t("half_diff")], [t("half_diff_sq")]),
+        n("Mul", [t("lxy"), t("lxy")], [t("lxy_sq")]),
+        n("Add", [t("half_diff_sq"), t("lxy_sq")], [t("disc_sq")]),
+        n("Sqrt", [t("disc_sq")], [t("disc")]),
+        n("Add", [t("half_trace"), t("disc")], [t("lam_max")]),
+        n("Neg", [t("lam_max")], [t("neg_lam")]),
+        n("Relu", [t("neg_lam")], [output]),
+    ]
+
+
+def band_graph(input_name: str, channels: int, size: int, band: tuple[float, float],
+               output: str) -> tuple[list[onnx.TensorProto], list[onnx.NodeProto]]:
+    """ONNX initialisers and nodes of the band-gated blob features, (batch, channels * 6S).
+
+    Per channel and scale: the bright-blob measure relu(-lambda_max) and the negative
+    Laplacian relu(-(Lxx + Lyy)), times a tent gate relu(min(high - b, b - low)) on the
+    blurred intensity b (a nodule sits on grey lung; air is darker, mediastinum and spine
+    brighter), cropped by BAND_BORDER_PX, pooled by max, mean and top-k mean, then log.
+    """
+    low, high = band
+    if not 0.0 <= low < high:
+        raise ValueError(f"band {band} must be 0 <= low < high")
+    s = len(BAND_SIGMAS)
+    kernels = np.tile(band_kernels(), (channels, 1, 1, 1))  # (C * (3S + 1), 1, K, K)
+    k = BAND_KERNEL_PX
+    p = k // 2
+
+    def const(cname: str, value: np.ndarray) -> onnx.TensorProto:
+        return numpy_helper.from_array(np.asarray(value), name=f"band_{cname}")
+
+    inits = [
+        const("kernels", kernels),
+        const("split5", np.array([0, channels, 3 * s + 1, size, size], np.int64)),
+        const("ax2", np.array([2], np.int64)),
+        const("i0", np.array([0], np.int64)),
+        const("is", np.array([s], np.int64)),
+        const("i2s", np.array([2 * s], np.int64)),
+        const("i3s", np.array([3 * s], np.int64)),
+        const("i3s1", np.array([3 * s + 1], np.int64)),
+        const("half", np.array(0.5, np.float32)),
+        const("low", np.array(low, np.float32)),
+        const("high", np.array(high, np.float32)),
+        const("crop_start", np.array([BAND_BORDER_PX, BAND_BORDER_PX], np.int64)),
+        const("crop_end", np.array([-BAND_BORDER_PX, -BAND_BORDER_PX], np.int64)),
+        const("crop_axes", np.array([3, 4], np.int64)),
+        const("flat3", np.array([0, channels * 2 * s, -1], np.int64)),
+        const("topk", np.array([BAND_TOP_K], np.int64)),
+        const("eps", np.array(BAND_LOG_EPS, np.float32)),
+    ]
+
+    def t(tensor: str) -> str:
+        return f"band_{tensor}"
+
+    n = helper.make_node
+    nodes = [
+        n("Conv", [input_name, t("kernels")], [t("resp")], group=channels, kernel_shape=[k, k],
+          pads=[p, p, p, p]),
+        n("Reshape", [t("resp"), t("split5")], [t("resp5")]),
+        n("Slice", [t("resp5"), t("i0"), t("is"), t("ax2")], [t("lxx")]),
+        n("Slice", [t("resp5"), t("is"), t("i2s"), t("ax2")], [t("lyy")]),
+        n("Slice", [t("resp5"), t("i2s"), t("i3s"), t("ax2")], [t("lxy")]),
+        n("Slice", [t("resp5"), t("i3s"), t("i3s1"), t("ax2")], [t("blurred")]),
+        *blob_nodes(t, t("blob")),
+        n("Neg", [t("trace")], [t("neg_trace")]),
+        n("Relu", [t("neg_trace")], [t("neg_lap")]),
+        n("Sub", [t("high"), t("blurred")], [t("below_high")]),
+        n("Sub", [t("blurred"), t("low")], [t("above_low")]),
+        n("Min", [t("below_high"), t("above_low")], [t("tent")]),
+        n("Relu", [t("tent")], [t("gate")]),
+        n("Concat", [t("blob"), t("neg_lap")], [t("ungated")], axis=2),
+        n("Mul", [t("ungated"), t("gate")], [t("gated")]),
+        n("Slice", [t("gated"), t("crop_start"), t("crop_end"), t("crop_axes")], [t("maps")]),
+        n("Reshape", [t("maps"), t("flat3")], [t("flat")]),
+        n("ReduceMax", [t("flat")], [t("f_max")], axes=[2], keepdims=0),
+        n("ReduceMean", [t("flat")], [t("f_mean")], axes=[2], keepdims=0),
+        n("TopK", [t("flat"), t("topk")], [t("top_vals"), t("top_idx")], axis=2),
+        n("ReduceMean", [t("top_vals")], [t("f_top")], axes=[2], keepdims=0),
+        n("Concat", [t("f_max"), t("f_mean"), t("f_top")], [t("pooled")], axis=1),
+        n("Add", [t("pooled"), t("eps")], [t("pooled_eps")]),
+        n("Log", [t("pooled_eps")], [output]),
+    ]
+    return inits, nodes
 
 
 def session(proto: onnx.ModelProto, threads: int = 1) -> ort.InferenceSession:

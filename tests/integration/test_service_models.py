@@ -4,7 +4,6 @@ worker's own DICOM series reader and preprocessing."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -12,11 +11,9 @@ import pytest
 import tritonclient.grpc as grpcclient
 
 from services.synth.phantoms.registry import phantom_module
-from services.synth.series_writer import SeriesHeader, write_series
 from streams.analytics.auc import roc_auc
 from streams.contract.catalog import ServiceSpec, catalog, model_card
-from streams.imaging.preprocess import to_series_input
-from streams.imaging.series import read_series
+from tests.worker_path import model_input
 
 pytestmark = pytest.mark.integration
 
@@ -35,17 +32,7 @@ def _tensors(spec: ServiceSpec, root: Path) -> tuple[np.ndarray, dict[str, list[
         rng = np.random.default_rng(np.random.SeedSequence([SEED, i]))
         positives = frozenset(c for c in module.FINDINGS if rng.random() < module.PREVALENCE[c])
         phantom = module.render(rng, positives)
-        header = SeriesHeader(study_uid=f"2.25.{SEED}{i:05d}", series_uid=f"2.25.{SEED}{i:05d}1",
-                              patient_name="SYNTH^TEST", patient_id=f"T{i}", birth_date="19600101",
-                              accession=f"A{i}", institution="radstream test",
-                              station="TEST-D01", acquired_at=datetime(2024, 3, 4, tzinfo=UTC))
-        files = write_series(root, "TEST", phantom, header)
-        series = read_series(files[0].as_uri(), len(files), [root],
-                             max_slices=spec.checks.max_slices)
-        tensors.append(to_series_input(
-            series.pixels, spec.preprocess, photometric=series.photometric, slope=series.slope,
-            intercept=series.intercept, window_center=series.window_center,
-            window_width=series.window_width))
+        tensors.append(model_input(spec, phantom, root, f"2.25.{SEED}{i:05d}"))
         for f in spec.findings:
             labels[f.code].append(phantom.labels[f.code])
     return np.stack(tensors), labels

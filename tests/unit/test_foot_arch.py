@@ -1,9 +1,9 @@
 """The foot_arch measurement (flat foot) on fresh phantoms, and its Triton-free model core.
 
 The algorithm lives beside the Triton model (services/triton/model_repository/foot_arch/1/
-arch_measure.py, loaded by model.py from its own directory), so the tests import it by path.
-Phantoms here use a seed that neither development (card "seed") nor the card's held-out
-evaluation used.
+arch_measure.py, loaded by model.py from its own directory), so the tests import the model by
+path; its evaluation lives with training (services/training/evaluate_foot_arch.py). Phantoms
+here use a seed that neither development (card "seed") nor the card's held-out evaluation used.
 """
 
 from __future__ import annotations
@@ -18,12 +18,13 @@ import numpy as np
 import pytest
 
 from services.synth.phantoms import foot_xray
+from services.training import evaluate_foot_arch
 from streams.analytics.auc import roc_auc
-from streams.imaging.preprocess import PreprocessSpec, to_series_input
+from streams.contract.catalog import MODEL_CARDS, PreprocessSpec
+from streams.imaging.preprocess import to_series_input
 
-ROOT = Path(__file__).resolve().parents[2]
-MODEL_DIR = ROOT / "services" / "triton" / "model_repository" / "foot_arch"
-CARD = ROOT / "streams" / "contract" / "model_cards" / "foot_arch.json"
+MODEL_DIR = evaluate_foot_arch.MODEL_DIR
+CARD = MODEL_CARDS / "foot_arch.json"
 FRESH_SEED = 777
 FRESH_N = 150
 
@@ -43,18 +44,13 @@ def model_module() -> ModuleType:
 
 
 @pytest.fixture(scope="module")
-def evaluate_module() -> ModuleType:
-    return _load("foot_arch_evaluate_under_test", MODEL_DIR / "evaluate.py")
-
-
-@pytest.fixture(scope="module")
 def card() -> dict:
     return json.loads(CARD.read_text())
 
 
 @pytest.fixture(scope="module")
-def fresh(evaluate_module: ModuleType) -> dict[str, np.ndarray]:
-    return evaluate_module.measure_phantoms(FRESH_N, FRESH_SEED)
+def fresh() -> dict[str, np.ndarray]:
+    return evaluate_foot_arch.measure_phantoms(FRESH_N, FRESH_SEED)
 
 
 def test_fresh_phantoms_meet_the_card(fresh: dict[str, np.ndarray], card: dict) -> None:
@@ -66,8 +62,8 @@ def test_fresh_phantoms_meet_the_card(fresh: dict[str, np.ndarray], card: dict) 
     assert auc >= card["findings"]["flat_foot"]["auc_target"]
 
 
-def test_card_keys_and_one_threshold(card: dict, evaluate_module: ModuleType) -> None:
-    params = evaluate_module.config_parameters()
+def test_card_keys_and_one_threshold(card: dict) -> None:
+    params = evaluate_foot_arch.config_parameters()
     assert float(params["angle_threshold_deg"]) == foot_xray.ANGLE_THRESHOLD_DEG
     assert card["angle_threshold_deg"] == foot_xray.ANGLE_THRESHOLD_DEG
     assert card["angle_scale_deg"] == float(params["angle_scale_deg"])
@@ -119,3 +115,11 @@ def test_measurement_is_mirror_symmetric(model_module: ModuleType) -> None:
     a = measure(x).angle_deg
     b = measure(np.ascontiguousarray(x[:, :, ::-1])).angle_deg
     assert a == pytest.approx(b, abs=0.5)
+
+
+def test_card_writing_goes_where_it_is_told(tmp_path: Path) -> None:
+    """The card the trainer's --all writes for foot-xray is the measured one, in --cards."""
+    written = evaluate_foot_arch.write_card(tmp_path, heldout_n=30, heldout_seed=FRESH_SEED)
+    assert json.loads((tmp_path / "foot_arch.json").read_text()) == written
+    assert "**NOT FOR CLINICAL USE.**" in (tmp_path / "foot_arch.md").read_text()
+    assert written["heldout_n"] == 30 and written["findings"]["flat_foot"]["threshold"] == 0.5

@@ -1,11 +1,14 @@
-"""Generic Triton Python-backend model: runs ``model.onnx`` with onnxruntime on CPU.
+"""Triton Python-based backend ``onnx_runner``: runs a model's ``model.onnx`` with onnxruntime.
 
-The trainer (services/training/train_service.py) copies this file to ``<model>/1/model.py`` of
-every catalog service's model, so tensor names, per-item dims and dtypes come from the model's
-config.pbtxt, never from this code. Why one onnxruntime call per execute(): Triton's dynamic
-batcher hands over several requests at once; running their concatenation as one batch turns
-queueing delay into throughput. A request with a wrong shape or non-finite values gets its own
-error response; its batch neighbours are still answered. Dependencies: numpy + onnxruntime.
+One runner for every ONNX model of the repository, never copied into it: Triton finds it as
+``<backend directory>/onnx_runner/model.py`` (deploy/triton.sh links this folder there; in
+NVIDIA's container mount it at /opt/tritonserver/backends/onnx_runner) and runs it for each
+model whose config.pbtxt says ``backend: "onnx_runner"``. Tensor names, per-item dims and dtypes
+come from that config, never from this code. Why one onnxruntime call per execute(): Triton's
+dynamic batcher hands over several requests at once; running their concatenation as one batch
+turns queueing delay into throughput. A request with a wrong shape or non-finite values gets
+its own error response; its batch neighbours are still answered. A KIND_GPU instance runs on
+its GPU through onnxruntime's CUDA provider. Dependencies: numpy + onnxruntime.
 """
 
 from __future__ import annotations
@@ -18,10 +21,27 @@ import numpy as np
 import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
+CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+
 
 def parameter(config: dict[str, Any], key: str, default: str) -> str:
     value = config.get("parameters", {}).get(key, {}).get("string_value")
     return value if value else default
+
+
+def providers(kind: str, device_id: int, available: list[str]) -> list[Any]:
+    """onnxruntime providers for a Triton instance of ``kind`` (``CPU`` or ``GPU``).
+
+    A GPU instance without the CUDA provider (the CPU-only onnxruntime wheel) fails to load
+    rather than quietly running on the CPU under a GPU instance's name.
+    """
+    if kind != "GPU":
+        return [CPU]
+    if CUDA not in available:
+        raise RuntimeError(f"a KIND_GPU instance needs onnxruntime's {CUDA} "
+                           f"(install onnxruntime-gpu); this onnxruntime has {available}")
+    return [(CUDA, {"device_id": device_id}), CPU]
 
 
 def check_request(images: np.ndarray, name: str, dims: tuple[int, ...]) -> None:
@@ -44,9 +64,10 @@ class TritonPythonModel:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-        self._session = ort.InferenceSession(
-            path, sess_options=options, providers=["CPUExecutionProvider"]
-        )
+        chosen = providers(args.get("model_instance_kind", "CPU"),
+                           int(args.get("model_instance_device_id", "0")),
+                           ort.get_available_providers())
+        self._session = ort.InferenceSession(path, sess_options=options, providers=chosen)
         (inp,) = config["input"]
         self._input = str(inp["name"])
         self._dims = tuple(int(d) for d in inp["dims"])

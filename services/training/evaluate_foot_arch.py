@@ -1,15 +1,15 @@
 """Measure the foot_arch model on fresh held-out phantoms and write its model card.
 
-Why a script of its own: foot_arch is a measurement with no training, so the generic trainer
-(services/training/train_service.py) does not apply; this renders foot-xray phantoms with a
-fixed seed, runs exactly the worker's preprocessing and the model's Triton-free core
-(1/model.py ArchModel, which uses 1/arch_measure.py), and compares the measured angle with the
-planted one.
+Why a module of its own: foot_arch is a measurement with no training, so the generic trainer
+has nothing to fit; it calls this instead (``train_service --all`` and ``--service foot-xray``).
+This renders foot-xray phantoms with a fixed seed, runs exactly the worker's preprocessing and
+the served model's Triton-free core (model_repository/foot_arch/1/model.py ArchModel, which uses
+1/arch_measure.py beside it), and compares the measured angle with the planted one.
 
 Run from the repository root::
 
-    OMP_NUM_THREADS=1 .venv/bin/python services/triton/model_repository/foot_arch/evaluate.py
-    .venv/bin/python services/triton/model_repository/foot_arch/evaluate.py --check
+    OMP_NUM_THREADS=1 .venv/bin/python -m services.training.evaluate_foot_arch
+    .venv/bin/python -m services.training.evaluate_foot_arch --check
 """
 
 from __future__ import annotations
@@ -27,9 +27,14 @@ from typing import Any
 
 import numpy as np
 
-MODEL_DIR = Path(__file__).resolve().parent
-REPO_ROOT = MODEL_DIR.parents[3]
-CARDS = REPO_ROOT / "streams" / "contract" / "model_cards"
+from services.synth.phantoms import foot_xray
+from streams.analytics.auc import roc_auc
+from streams.contract.catalog import MODEL_CARDS, PreprocessSpec
+from streams.imaging.preprocess import to_series_input
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+#: The served model's folder in the Triton repository (its code is imported from there).
+MODEL_DIR = REPO_ROOT / "services" / "triton" / "model_repository" / "foot_arch"
 AUC_TARGET = 0.9
 #: Mean absolute angle error (degrees) the card promises not to exceed on fresh phantoms.
 MAE_BOUND_DEG = 2.0
@@ -58,11 +63,6 @@ def config_parameters(path: Path = MODEL_DIR / "config.pbtxt") -> dict[str, str]
 def measure_phantoms(n: int, seed: int) -> dict[str, np.ndarray]:
     """Render ``n`` foot phantoms (positives at PREVALENCE, rng per study as the trainer
     does) and measure each; failures count as the threshold angle (score 0.5)."""
-    if str(REPO_ROOT) not in sys.path:
-        sys.path.insert(0, str(REPO_ROOT))
-    from services.synth.phantoms import foot_xray
-    from streams.imaging.preprocess import PreprocessSpec, to_series_input
-
     params = config_parameters()
     model = load_model_module().ArchModel.from_config(
         {"parameters": {k: {"string_value": v} for k, v in params.items()}})
@@ -90,10 +90,6 @@ def measure_phantoms(n: int, seed: int) -> dict[str, np.ndarray]:
 
 def card(n: int, seed: int) -> dict[str, Any]:
     """The JSON model card (keys per the catalog contract, plus the angle figures)."""
-    if str(REPO_ROOT) not in sys.path:
-        sys.path.insert(0, str(REPO_ROOT))
-    from streams.analytics.auc import roc_auc
-
     params = config_parameters()
     threshold = float(params["angle_threshold_deg"])
     start = time.perf_counter()
@@ -177,8 +173,8 @@ Angle error (measured - planted): mean absolute **{c["mean_abs_error_deg"]:.2f} 
 
 ## Re-measuring
 ```
-OMP_NUM_THREADS=1 .venv/bin/python services/triton/model_repository/foot_arch/evaluate.py
-.venv/bin/python services/triton/model_repository/foot_arch/evaluate.py --check
+OMP_NUM_THREADS=1 .venv/bin/python -m services.training.evaluate_foot_arch
+.venv/bin/python -m services.training.evaluate_foot_arch --check
 ```
 
 ## Limitations
@@ -188,23 +184,48 @@ lateral column, sesamoids, rotation, non-weight-bearing views) will need more th
 """
 
 
+def summary(c: dict[str, Any]) -> str:
+    f = c["findings"]["flat_foot"]
+    return (f"  flat_foot AUC {f['heldout_auc']:.4f} sens {f['sensitivity']:.3f} "
+            f"spec {f['specificity']:.3f} MAE {c['mean_abs_error_deg']:.2f} deg "
+            f"(failures {c['measurement_failures']})")
+
+
+def meets_targets(c: dict[str, Any]) -> bool:
+    return bool(c["findings"]["flat_foot"]["heldout_auc"] >= AUC_TARGET
+                and c["mean_abs_error_deg"] <= MAE_BOUND_DEG)
+
+
+def write_card(cards: Path = MODEL_CARDS, heldout_n: int = 600,
+               heldout_seed: int = 20251) -> dict[str, Any]:
+    """Measure, print and write ``foot_arch.json`` and ``foot_arch.md`` into ``cards``."""
+    c = card(heldout_n, heldout_seed)
+    print(summary(c), flush=True)
+    cards.mkdir(parents=True, exist_ok=True)
+    (cards / "foot_arch.json").write_text(json.dumps(c, indent=2) + "\n")
+    (cards / "foot_arch.md").write_text(markdown(c))
+    return c
+
+
+def check(cards: Path = MODEL_CARDS) -> bool:
+    """Re-measure on the card's held-out phantoms without writing; True when targets are met."""
+    committed = json.loads((cards / "foot_arch.json").read_text())
+    c = card(int(committed["heldout_n"]), int(committed["heldout_seed"]))
+    print(summary(c), flush=True)
+    return meets_targets(c)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--heldout-n", type=int, default=600)
     parser.add_argument("--heldout-seed", type=int, default=20251)
+    parser.add_argument("--cards", type=Path, default=MODEL_CARDS)
     parser.add_argument("--check", action="store_true",
                         help="print only; exit 1 if the AUC or the error misses its target")
     args = parser.parse_args(argv)
-    c = card(args.heldout_n, args.heldout_seed)
-    f = c["findings"]["flat_foot"]
-    print(f"flat_foot AUC {f['heldout_auc']:.4f} sens {f['sensitivity']:.3f} "
-          f"spec {f['specificity']:.3f} MAE {c['mean_abs_error_deg']:.2f} deg "
-          f"(failures {c['measurement_failures']})")
     if args.check:
-        return 0 if f["heldout_auc"] >= AUC_TARGET and c["mean_abs_error_deg"] <= MAE_BOUND_DEG \
-            else 1
-    (CARDS / "foot_arch.json").write_text(json.dumps(c, indent=2) + "\n")
-    (CARDS / "foot_arch.md").write_text(markdown(c))
+        return 0 if check(args.cards) else 1
+    write_card(args.cards, args.heldout_n, args.heldout_seed)
     return 0
 
 

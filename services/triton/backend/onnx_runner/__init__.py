@@ -1,0 +1,1 @@
+"""The ``onnx_runner`` Triton backend folder: Triton runs ``model.py`` (see its docstring)."""
