@@ -15,6 +15,7 @@ from pathlib import Path
 
 from streams.contract.catalog import CatalogError, ServiceSpec, catalog, model_card
 from streams.contract.topics import work_topic
+from streams.imaging.defects import EVIDENCE_READS, FIRES_WHEN
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "services.md"
 
@@ -67,6 +68,17 @@ def render() -> str:
     for s in specs:
         out.append(f"| `{s.id}` | {s.clinical_area} | `{s.model}` | {len(s.findings)} | "
                    f"{'yes' if s.priority_lane else 'no'} |")
+    out += [
+        "", "## Technical defects: what each check needs to fire", "",
+        "A study a check rejects gets a `technical_defect` Finding and no model result, so "
+        "every check fires only on evidence that holds across acquisition styles and abstains "
+        "(the study goes to the model) where the evidence is weak or contradicts itself "
+        "(`streams/imaging/defects.py`). The limits and the contrast evidence of each service "
+        "are in its section below.", "",
+        *(f"- **{name}**: {text}." for name, text in FIRES_WHEN.items()), "",
+        "Contrast evidence a service may declare (`contrast_evidence` in the catalog):", "",
+        *(f"- `{name}`: {text}." for name, text in EVIDENCE_READS.items()),
+    ]
     for s in specs:
         prep = s.preprocess
         windows = ", ".join(
@@ -88,7 +100,9 @@ def render() -> str:
             f"pixel spacing {s.checks.pixel_spacing_mm[0]:g}–{s.checks.pixel_spacing_mm[1]:g} mm"
             + (f", slice spacing {s.checks.slice_spacing_mm[0]:g}–"
                f"{s.checks.slice_spacing_mm[1]:g} mm" if s.checks.max_slices > 1 else "")
-            + ", identity (modality/body part), inverted contrast.",
+            + ", identity (modality/body part), inverted contrast "
+            + (f"on evidence of {', '.join(f'`{e}`' for e in s.checks.contrast_evidence)}"
+               if s.checks.contrast_evidence else "never (no evidence declared)") + ".",
             "", "| code | finding | description | threshold | held-out AUC |",
             "| --- | --- | --- | --- | --- |",
         ]

@@ -104,6 +104,15 @@ class DefectChecks:
     max_slices: int = 1
     pixel_spacing_mm: tuple[float, float] = (0.02, 5.0)
     slice_spacing_mm: tuple[float, float] = (0.2, 20.0)
+    #: What the inverted-contrast check may read as evidence (CONTRAST_EVIDENCE; their meaning
+    #: is in streams/imaging/defects.py): "air" (the background around the body), "midline"
+    #: (the body's central column brighter than both sides), "hounsfield" (CT numbers of air
+    #: and soft tissue). Empty: the check never fires for the service.
+    contrast_evidence: tuple[str, ...] = ("air",)
+
+
+#: The kinds of evidence ``[service.checks] contrast_evidence`` may name.
+CONTRAST_EVIDENCE = frozenset({"air", "burned_out_air", "midline", "hounsfield"})
 
 
 @dataclass(frozen=True)
@@ -214,7 +223,12 @@ def parse_service(entry: dict[str, Any]) -> ServiceSpec:
             pixel_spacing_mm=_pair(chk.get("pixel_spacing_mm"), DefectChecks.pixel_spacing_mm,
                                    where),
             slice_spacing_mm=_pair(chk.get("slice_spacing_mm"), DefectChecks.slice_spacing_mm,
-                                   where))
+                                   where),
+            contrast_evidence=tuple(str(e) for e in chk.get("contrast_evidence",
+                                                            DefectChecks.contrast_evidence)))
+        if not set(checks.contrast_evidence) <= CONTRAST_EVIDENCE:
+            raise CatalogError(f"{where}: contrast_evidence is a list of "
+                               f"{sorted(CONTRAST_EVIDENCE)}")
         findings = tuple(
             FindingSpec(code=f["code"], display=f["display"], output_index=i,
                         model=model["name"], description=f.get("description", ""),

@@ -1,14 +1,32 @@
 """Technical-defect checks run before inference (pure logic, no I/O).
 
 A study that fails one becomes a technical_defect Finding with the reason, never a model guess:
-the programme reports about 5 % of studies as defective, so this is a common path. The checks
-read what the worker decoded (streams/imaging/series.py) and the limits the catalog declares for
-the service (``[service.checks]`` in streams/contract/catalog.toml).
+the programme reports about 5 % of studies as defective, so this is a common path, and a study
+called defective wrongly is one the radiologist gets no AI help on. So every check here fires
+only on evidence that holds across acquisition styles (collimated or masked films, MONOCHROME1
+and 2, FOR PROCESSING and FOR PRESENTATION images, any bit depth, other vendors' tags) and
+abstains, letting the study reach the model, where the evidence is weak or contradicts itself.
+
+What each check needs to fire (docs/services.md prints it per service, from ``FIRES_WHEN``):
+
+- identity: the images' own Modality or BodyPartExamined names a known modality or body region
+  the service does not read (synonyms such as THORAX for CHEST are the same region; an absent or
+  unknown term is no evidence).
+- geometry: a matrix side outside ``MATRIX_SIDE``, a pixel spacing outside the service's limits,
+  more slices than it reads, slice positions that coincide or are spaced outside its limits.
+- completeness: fewer slices than announced or than the service needs, or a gap between slice
+  positions (instance numbers are judged only when the slices have no positions).
+- inverted contrast: see :func:`contrast_votes`: at least one kind of evidence the service
+  declares says "inverted" with a clear margin and none says "upright".
+
+The checks read what the worker decoded (streams/imaging/series.py) and the limits the catalog
+declares for the service (``[service.checks]`` in streams/contract/catalog.toml).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -20,11 +38,77 @@ from streams.contract.reasons import InputRejected, Reason
 MATRIX_SIDE = (32, 8192)
 #: A gap between slice positions more than this many times the typical spacing is a missing slice.
 GAP_FACTOR = 1.6
-#: Share of rows/columns that form the border ring in the contrast check.
-BORDER = 0.06
-#: The border may be at most this much brighter than the centre (on the series' 1st..99th
-#: percentile scale). Every phantom service measures below -0.3 upright and above +0.3 inverted.
-CONTRAST_MARGIN = 0.1
+
+#: The contrast check works on each sampled slice shrunk (block means) to at most this side.
+GRID = 96
+#: Slices of a series the contrast check samples (evenly, from its middle 80 %).
+CONTRAST_SLICES = 5
+#: A line (row or column) at the image edge whose 10th..90th percentile spread is below this
+#: share of the image's range is a band of collimation, shutter mask, padding or empty air:
+#: it is cut away before any evidence is read, whatever its brightness.
+FLAT_LINE = 0.05
+#: Each edge may lose at most this share of the image to such bands.
+MAX_BAND = 0.4
+#: A pixel is flat when the standard deviation of its 3x3 neighbourhood is below this share of
+#: the field's 1st..99th percentile range (air, a detector burned out, no MR signal).
+FLAT_PIXEL = 0.03
+#: Background candidates lie within this share of the range from the field's darkest (or
+#: brightest) end.
+EXTREME = 0.15
+#: "burned_out_air" evidence reads only values within this share of the range from the field's
+#: lowest or highest value: air that saturated the detector of a film processed for display.
+CLIPPED = 0.01
+#: "air" evidence: the flat extreme region connected to the field's edge covers at least this
+#: share of the field, and ``AIR_RATIO`` times the area of the opposite extreme's.
+AIR_MIN_AREA = 0.04
+AIR_RATIO = 4.0
+#: "midline" evidence: both sides of the body differ from its central column, the same way, by
+#: at least this share of the field's range.
+MIDLINE_MARGIN = 0.08
+#: "hounsfield" evidence (upright only): the background's median CT number is at most
+#: ``HU_AIR`` (air, or padding below it) and at least ``HU_TISSUE[2]`` of the body is soft
+#: tissue (``HU_TISSUE[0]``..``HU_TISSUE[1]``): CT numbers the right way round.
+HU_AIR = -850.0
+HU_TISSUE = (-200.0, 250.0, 0.08)
+#: A kind of evidence speaks for the series when this share of the slices that gave it agree.
+SLICE_AGREEMENT = 2 / 3
+
+#: Why each check fires, for docs/services.md (services/ops/catalog_doc.py).
+FIRES_WHEN: dict[str, str] = {
+    "identity": "the images' own Modality or BodyPartExamined names a known modality or body "
+                "region the service does not read (synonyms count as the same region; an "
+                "absent or unknown term never fires)",
+    "geometry": f"a matrix side outside {MATRIX_SIDE[0]}–{MATRIX_SIDE[1]} px, pixel spacing "
+                "(PixelSpacing, else ImagerPixelSpacing) outside the limits below, more slices "
+                "than the service reads, or slice positions that coincide or are spaced "
+                "outside the limits",
+    "completeness": "fewer slices than announced or than the service needs, or a gap of more "
+                    f"than {GAP_FACTOR}x the typical spacing between slice positions "
+                    "(instance numbers are judged only when slices have no positions)",
+    "contrast": "one kind of evidence below says the values are inverted against their "
+                "photometric tag (MONOCHROME1, or Presentation LUT Shape INVERSE, read the "
+                "other way round) and none says upright; edge bands of near-constant value "
+                "(collimation, shutter masks, padding) are cut away first and never count, so "
+                "a bright border alone never fires",
+}
+#: What each kind of contrast evidence reads (``contrast_evidence`` in the catalog).
+EVIDENCE_READS: dict[str, str] = {
+    "air": f"the flat region at one end of the value range that touches the edge of the "
+           f"exposed field (the air around the body) covers at least {AIR_MIN_AREA:.0%} of "
+           f"the field and {AIR_RATIO:g}x the flat region at the other end: dark is upright, "
+           f"bright is inverted",
+    "burned_out_air": f"as air, but only values at the very end of the range "
+                      f"(within {CLIPPED:.0%} of the field's lowest or highest value): a "
+                      f"projection film's air saturates the detector, while bone or "
+                      f"compressed dense tissue touching the field's edge does not",
+    "midline": f"both sides of the body (the lung fields of a frontal chest, the soft tissue "
+               f"beside femur and tibia on a frontal knee) are darker (upright) or both "
+               f"brighter (inverted) than its central column by at least "
+               f"{MIDLINE_MARGIN:.0%} of the range",
+    "hounsfield": f"the background around the body at or below {HU_AIR:g} HU and at least "
+                  f"{HU_TISSUE[2]:.0%} of the body at soft-tissue CT numbers prove upright "
+                  f"values (it can only veto)",
+}
 
 
 class SliceGeometry(Protocol):
@@ -40,19 +124,93 @@ class SliceGeometry(Protocol):
     def position_z(self) -> float | None: ...
 
 
+class DecodedSeries(Protocol):
+    """What the worker decoded (streams/imaging/series.DicomSeries)."""
+
+    @property
+    def pixels(self) -> np.ndarray: ...
+    @property
+    def photometric(self) -> str: ...
+    @property
+    def slope(self) -> float: ...
+    @property
+    def intercept(self) -> float: ...
+    @property
+    def geometries(self) -> Sequence[SliceGeometry]: ...
+
+
+def check_series(checks: DefectChecks, select: Selection, series: DecodedSeries,
+                 announced: int) -> None:
+    """Every technical-defect check, in the order the worker runs them (preparation.py)."""
+    check_identity(select, series.geometries)
+    check_geometry(checks, series.pixels.shape, series.geometries, announced)
+    check_contrast(series.pixels, series.photometric, evidence=checks.contrast_evidence,
+                   slope=series.slope, intercept=series.intercept)
+
+
+# --- identity ------------------------------------------------------------------------------
+
+#: Modalities of one family are interchangeable for the identity check (RG is the retired
+#: code for radiographs); a modality in no family (OT, SC, ...) is no evidence.
+MODALITY_FAMILIES: tuple[frozenset[str], ...] = (
+    frozenset({"DX", "CR", "RG", "DR"}), frozenset({"CT"}), frozenset({"MR"}),
+    frozenset({"MG"}), frozenset({"US"}), frozenset({"NM"}), frozenset({"PT"}),
+    frozenset({"XA", "RF"}))
+#: BodyPartExamined terms (spaces, "-" and "_" ignored) and the body regions they name. A term
+#: naming several regions (ABDOMENPELVIS) matches a service reading any of them.
+BODY_REGIONS: dict[str, frozenset[str]] = {
+    **{t: frozenset({"CHEST"}) for t in ("CHEST", "THORAX", "LUNG", "LUNGS", "CHESTPA",
+                                        "PACHEST", "TORAX")},
+    **{t: frozenset({"HEAD"}) for t in ("HEAD", "BRAIN", "SKULL", "CRANIUM", "NEURO")},
+    **{t: frozenset({"ABDOMEN"}) for t in ("ABDOMEN", "ABD", "KIDNEY", "KIDNEYS", "LIVER")},
+    **{t: frozenset({"PELVIS"}) for t in ("PELVIS", "HIP", "HIPS", "HIPJOINT")},
+    **{t: frozenset({"LSPINE"}) for t in ("LSPINE", "LUMBARSPINE", "LUMBAR", "SPINELUMBAR")},
+    **{t: frozenset({"CSPINE"}) for t in ("CSPINE", "CERVICALSPINE", "NECK")},
+    **{t: frozenset({"TSPINE"}) for t in ("TSPINE", "THORACICSPINE")},
+    "SPINE": frozenset({"CSPINE", "TSPINE", "LSPINE"}),
+    "WHOLESPINE": frozenset({"CSPINE", "TSPINE", "LSPINE"}),
+    "ABDOMENPELVIS": frozenset({"ABDOMEN", "PELVIS"}),
+    "ABDPELVIS": frozenset({"ABDOMEN", "PELVIS"}),
+    "CHESTABDOMEN": frozenset({"CHEST", "ABDOMEN"}),
+    "CHESTABDOMENPELVIS": frozenset({"CHEST", "ABDOMEN", "PELVIS"}),
+    **{t: frozenset({"WRIST"}) for t in ("WRIST", "HAND", "FINGER", "CARPUS")},
+    **{t: frozenset({"FOOT"}) for t in ("FOOT", "FEET", "TOE", "CALCANEUS")},
+    **{t: frozenset({t}) for t in ("KNEE", "BREAST", "ELBOW", "SHOULDER", "ANKLE", "FOREARM",
+                                   "HUMERUS", "FEMUR", "LEG", "ARM", "CLAVICLE", "HEART")},
+    "MAMMA": frozenset({"BREAST"}),
+}
+
+
+def _regions(term: str) -> frozenset[str] | None:
+    key = "".join(ch for ch in term.upper() if ch.isalnum())
+    return BODY_REGIONS.get(key)
+
+
+def _family(modality: str) -> frozenset[str] | None:
+    return next((f for f in MODALITY_FAMILIES if modality.strip().upper() in f), None)
+
+
 def check_identity(select: Selection, geometries: Sequence[SliceGeometry]) -> None:
-    """The images' own Modality/BodyPartExamined must be ones the service reads (a tag that is
-    absent is not evidence of anything: the announcement already matched)."""
+    """The images' own Modality/BodyPartExamined must not name one the service does not read.
+
+    Only a contradiction fires: an absent tag, or a term this module does not know (a vendor's
+    own wording), is not evidence of anything; the announcement already matched."""
+    wanted_modalities = set().union(*(_family(m) or {m} for m in select.modalities))
+    wanted_regions = set().union(*(_regions(b) or {b} for b in select.body_parts))
     for g in geometries:
-        if g.modality and g.modality not in select.modalities:
+        family = _family(g.modality) if g.modality else None
+        if family is not None and not family & wanted_modalities:
             raise InputRejected(Reason.BODY_PART_MISMATCH,
                                 f"images are {g.modality}, service reads "
                                 f"{sorted(select.modalities)}")
-        if g.body_part and g.body_part not in select.body_parts:
+        regions = _regions(g.body_part) if g.body_part else None
+        if regions is not None and not regions & wanted_regions:
             raise InputRejected(Reason.BODY_PART_MISMATCH,
                                 f"images show {g.body_part}, service reads "
                                 f"{sorted(select.body_parts)}")
 
+
+# --- geometry and completeness -------------------------------------------------------------
 
 def check_geometry(checks: DefectChecks, shape: tuple[int, ...],
                    geometries: Sequence[SliceGeometry], announced: int) -> None:
@@ -77,57 +235,319 @@ def check_geometry(checks: DefectChecks, shape: tuple[int, ...],
                             f"{slices} slices < {checks.min_slices} this service needs")
     if slices < 2:
         return
+    zs = [g.position_z for g in geometries]
+    if all(z is not None for z in zs):
+        # Positions are the physical evidence: numbering may skip (a deleted or re-sent
+        # instance, another series' numbers) while the slices are complete.
+        _check_positions([float(z or 0.0) for z in zs], checks)
+        return
     numbers = [g.instance_number for g in geometries]
     if all(n is not None for n in numbers):
         ints = sorted(int(n or 0) for n in numbers)
         if ints[-1] - ints[0] + 1 != len(set(ints)) or len(set(ints)) != len(ints):
             raise InputRejected(Reason.SERIES_INCOMPLETE,
                                 f"instance numbers {ints[0]}..{ints[-1]} for {len(ints)} slices")
-    zs = [g.position_z for g in geometries]
-    if all(z is not None for z in zs):
-        steps = np.diff(np.sort(np.asarray(zs, dtype=np.float64)))
-        if float(steps.min()) < 1e-3:
-            raise InputRejected(Reason.GEOMETRY_IMPLAUSIBLE, "two slices at the same position")
-        typical = float(np.median(steps))
-        z_lo, z_hi = checks.slice_spacing_mm
-        if not z_lo <= typical <= z_hi:
-            raise InputRejected(Reason.GEOMETRY_IMPLAUSIBLE,
-                                f"slice spacing {typical:.3g} mm outside [{z_lo}, {z_hi}]")
-        if float(steps.max()) > GAP_FACTOR * typical:
-            raise InputRejected(Reason.SERIES_INCOMPLETE,
-                                f"gap of {float(steps.max()):.3g} mm between slices "
-                                f"(typical {typical:.3g} mm)")
 
 
-def border_excess(stored: np.ndarray, photometric: str = "MONOCHROME2") -> float:
-    """How much brighter the border ring is than the centre, on a [0, 1] scale spanning the
-    series' 1st..99th percentile (over up to 8 of its slices).
+def _check_positions(zs: list[float], checks: DefectChecks) -> None:
+    steps = np.diff(np.sort(np.asarray(zs, dtype=np.float64)))
+    if float(steps.min()) < 1e-3:
+        raise InputRejected(Reason.GEOMETRY_IMPLAUSIBLE, "two slices at the same position")
+    typical = float(np.median(steps))
+    z_lo, z_hi = checks.slice_spacing_mm
+    if not z_lo <= typical <= z_hi:
+        raise InputRejected(Reason.GEOMETRY_IMPLAUSIBLE,
+                            f"slice spacing {typical:.3g} mm outside [{z_lo}, {z_hi}]")
+    if float(steps.max()) > GAP_FACTOR * typical:
+        raise InputRejected(Reason.SERIES_INCOMPLETE,
+                            f"gap of {float(steps.max()):.3g} mm between slices "
+                            f"(typical {typical:.3g} mm)")
 
-    Every device images anatomy surrounded by air, which is the darkest value (MONOCHROME2) on
-    every modality here, so a clearly positive excess means values inverted against their
-    photometric tag. Measured on the stored values, not the windowed model input: a window
-    chosen for the true values can clip an inverted image flat, hiding the inversion.
 
-    The rescaling to [0, 1] is linear, so it is applied to the two means rather than to every
-    pixel; means and percentiles are taken over every 2nd and 4th pixel each way (the same
-    figures, to well under the margin, at a fraction of the work: this runs on every study).
-    """
+# --- inverted contrast ---------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Votes:
+    """What each kind of evidence says about one series: "upright", "inverted" or absent
+    (no evidence), plus the figure it read, for the detail and for tuning."""
+
+    votes: dict[str, str]
+    figures: dict[str, float]
+
+    @property
+    def inverted(self) -> bool:
+        said = set(self.votes.values())
+        return "inverted" in said and "upright" not in said
+
+
+def _shrink(image: np.ndarray) -> np.ndarray:
+    """Block means down to at most GRID a side (float32)."""
+    h, w = image.shape
+    f = max(1, -(-max(h, w) // GRID))
+    hh, ww = (h // f) * f, (w // f) * f
+    if f == 1:
+        return image.astype(np.float32)
+    return (image[:hh, :ww].astype(np.float32)
+            .reshape(hh // f, f, ww // f, f).mean(axis=(1, 3), dtype=np.float32))
+
+
+def _flat_run(spreads: np.ndarray, limit: float, most: int) -> int:
+    """How many leading lines have a spread below ``limit`` (at most ``most``)."""
+    run = 0
+    while run < min(most, spreads.size) and spreads[run] < limit:
+        run += 1
+    return run
+
+
+def exposed_field(image: np.ndarray) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right) of ``image`` without its edge bands of near-constant value:
+    collimation (bright, as a film shows it, or masked black or white), shutters, CT padding
+    and rows of empty air. A band says nothing about polarity by itself (a shutter may be drawn
+    either way), so it counts only where it continues the field's own air (:func:`_allowed`)."""
+    h, w = image.shape
+    lo, hi = np.percentile(image, (0.5, 99.5))
+    limit = FLAT_LINE * max(float(hi - lo), 1e-6)
+    top, bottom, left, right = 0, h, 0, w
+    for _ in range(2):  # rows, columns, then again: a corner belongs to two bands
+        part = image[top:bottom, left:right]
+        if part.shape[0] < 8 or part.shape[1] < 8:
+            break
+        p10, p90 = np.percentile(part, (10, 90), axis=1)
+        rows = p90 - p10
+        most = int(MAX_BAND * h)
+        top += _flat_run(rows, limit, most)
+        bottom -= _flat_run(rows[::-1], limit, most)
+        part = image[top:bottom, left:right]
+        if part.shape[0] < 8:
+            break
+        p10, p90 = np.percentile(part, (10, 90), axis=0)
+        cols = p90 - p10
+        most = int(MAX_BAND * w)
+        left += _flat_run(cols, limit, most)
+        right -= _flat_run(cols[::-1], limit, most)
+    return top, max(bottom, top), left, max(right, left)
+
+
+def _allowed(image: np.ndarray, flat: np.ndarray, box: tuple[int, int, int, int],
+             span: float) -> np.ndarray:
+    """The field, plus each edge band whose level continues into flat pixels of the field's
+    first line beside it: air cut off at the edge (the top of a wrist film) is still air,
+    while collimation meets the field with a step and is left out, and so are the field's
+    pixels at its level (the corner a slightly tilted collimator leaves inside the field)."""
+    top, bottom, left, right = box
+    allowed = np.zeros(image.shape, dtype=bool)
+    allowed[top:bottom, left:right] = True
+    tol = FLAT_LINE * span
+    bands = ((np.s_[:top, :], np.s_[top, left:right]),
+             (np.s_[bottom:, :], np.s_[bottom - 1, left:right]),
+             (np.s_[:, :left], np.s_[top:bottom, left]),
+             (np.s_[:, right:], np.s_[top:bottom, right - 1]))
+    shutters: list[float] = []
+    airs: list[float] = []
+    for band, inner in bands:
+        pixels = image[band]
+        if pixels.size == 0:
+            continue
+        level = float(np.median(pixels))
+        beside = (np.abs(image[inner] - level) < tol) & flat[inner]
+        if beside.size and float(beside.mean()) >= 0.05:
+            allowed[band] = True
+            airs.append(level)
+        else:
+            shutters.append(level)
+    for level in shutters:
+        # a mask drawn in the air's own value is no shutter level to avoid
+        if all(abs(level - air) >= tol for air in airs):
+            allowed &= np.abs(image - level) >= tol
+    return allowed
+
+
+def _local_std(field: np.ndarray) -> np.ndarray:
+    padded = np.pad(field, 1, mode="edge")
+    h, w = field.shape
+    windows = [padded[i:i + h, j:j + w] for i in range(3) for j in range(3)]
+    mean = sum(windows) / 9.0
+    sq = sum(x * x for x in windows) / 9.0
+    return np.sqrt(np.maximum(sq - mean * mean, 0.0))
+
+
+def _edge_connected(mask: np.ndarray, seeds: np.ndarray) -> np.ndarray:
+    """The pixels of ``mask`` connected (4-neighbours) to a pixel of ``mask & seeds``."""
+    reach = mask & seeds
+    for _ in range(2 * sum(mask.shape)):
+        grown = reach.copy()
+        grown[1:, :] |= reach[:-1, :]
+        grown[:-1, :] |= reach[1:, :]
+        grown[:, 1:] |= reach[:, :-1]
+        grown[:, :-1] |= reach[:, 1:]
+        grown &= mask
+        if np.array_equal(grown, reach):
+            break
+        reach = grown
+    return reach
+
+
+def _air_vote(image: np.ndarray, flat: np.ndarray, allowed: np.ndarray,
+              box: tuple[int, int, int, int], lo: float, span: float,
+              clipped: bool = False) -> tuple[str | None, float, np.ndarray]:
+    """("upright" | "inverted" | None, signed area figure, background mask of the field)."""
+    top, bottom, left, right = box
+    seeds = np.zeros(image.shape, dtype=bool)
+    seeds[[0, -1], :] = seeds[:, [0, -1]] = True
+    seeds[[top, bottom - 1], left:right] = seeds[top:bottom, [left, right - 1]] = True
+    usable = flat & allowed
+    if clipped:  # only values at the very end of the range: a detector burned out by air
+        field = image[top:bottom, left:right]
+        low = float(field.min()) + CLIPPED * span
+        high = float(field.max()) - CLIPPED * span
+    else:
+        low, high = lo + EXTREME * span, lo + (1.0 - EXTREME) * span
+    dark = _edge_connected(usable & (image <= low), seeds)
+    bright = _edge_connected(usable & (image >= high), seeds)
+    area = max(float(allowed.sum()), 1.0)
+    a_dark, a_bright = float(dark.sum()) / area, float(bright.sum()) / area
+    vote = None
+    if a_dark >= AIR_MIN_AREA and a_dark >= AIR_RATIO * a_bright:
+        vote = "upright"
+    elif a_bright >= AIR_MIN_AREA and a_bright >= AIR_RATIO * a_dark:
+        vote = "inverted"
+    return vote, a_bright - a_dark, (dark | bright)[top:bottom, left:right]
+
+
+def _midline_vote(field: np.ndarray, background: np.ndarray, span: float) -> tuple[str | None,
+                                                                                 float]:
+    """Both sides of the body against its central column, placed within the body (the field
+    less its background), so a small patient in a wide field is read where the body is."""
+    body_cols = np.flatnonzero((~background).mean(axis=0) > 0.5)
+    body_rows = np.flatnonzero((~background).mean(axis=1) > 0.3)
+    if body_cols.size < 16 or body_rows.size < 16:
+        return None, 0.0
+    c0, c1 = int(body_cols[0]), int(body_cols[-1]) + 1
+    r0, r1 = int(body_rows[0]), int(body_rows[-1]) + 1
+    height, width = r1 - r0, c1 - c0
+    band = field[r0 + int(0.2 * height): r0 + int(0.65 * height), c0:c1]
+    profile = np.median(band, axis=0)
+
+    def mean(a: float, b: float) -> float:
+        return float(profile[int(a * width): max(int(b * width), int(a * width) + 1)].mean())
+
+    centre = mean(0.44, 0.56)
+    left, right = mean(0.18, 0.36), mean(0.64, 0.82)
+    up = (centre - max(left, right)) / span
+    down = (min(left, right) - centre) / span
+    if up >= MIDLINE_MARGIN:
+        return "upright", -up
+    if down >= MIDLINE_MARGIN:
+        return "inverted", down
+    return None, max(up, down) * (1 if down > up else -1)
+
+
+def _hounsfield_vote(stored: np.ndarray, background: np.ndarray, slope: float,
+                     intercept: float) -> tuple[str | None, float]:
+    """Upright when the background around the body is air (or padding below it) in CT numbers
+    and the body holds soft tissue: inverted values put neither where it belongs."""
+    if not background.any() or background.all():
+        return None, 0.0
+    hu = stored * np.float32(slope) + np.float32(intercept)
+    outside = float(np.median(hu[background]))
+    body = hu[~background]
+    tissue = float(((body >= HU_TISSUE[0]) & (body <= HU_TISSUE[1])).mean())
+    ok = outside <= HU_AIR and tissue >= HU_TISSUE[2]
+    return ("upright" if ok else None), outside
+
+
+def displays_inverted(photometric: str) -> bool:
+    """Whether the lowest stored value is shown white: MONOCHROME1 (the reader reports a
+    MONOCHROME2 image with Presentation LUT Shape INVERSE as MONOCHROME1: dicom_io.py)."""
+    return photometric.strip().upper() == "MONOCHROME1"
+
+
+def _sample(stored: np.ndarray) -> Iterable[np.ndarray]:
     stack = stored if stored.ndim == 3 else stored[np.newaxis]
-    sample = stack[:: max(1, stack.shape[0] // 8)]
-    lo, hi = np.percentile(sample[:, ::4, ::4].mean(axis=0, dtype=np.float32), (1.0, 99.0))
-    h, w = sample.shape[1:]
-    bh, bw = max(1, int(h * BORDER)), max(1, int(w * BORDER))
-    ring = (sample[:, :bh, ::2], sample[:, -bh:, ::2], sample[:, ::2, :bw], sample[:, ::2, -bw:])
-    ring_mean = (sum(float(part.sum(dtype=np.float64)) for part in ring)
-                 / sum(part.size for part in ring))
-    centre_mean = float(sample[:, h // 4: h - h // 4: 2, w // 4: w - w // 4: 2]
-                        .mean(dtype=np.float64))
-    excess = (ring_mean - centre_mean) / max(float(hi - lo), 1e-6)
-    return -excess if photometric.strip().upper() == "MONOCHROME1" else excess
+    n = stack.shape[0]
+    if n <= CONTRAST_SLICES:
+        return list(stack)
+    picks = np.linspace(0.1 * (n - 1), 0.9 * (n - 1), CONTRAST_SLICES).round().astype(int)
+    return [stack[i] for i in sorted(set(picks.tolist()))]
 
 
-def check_contrast(stored: np.ndarray, photometric: str = "MONOCHROME2") -> None:
-    excess = border_excess(stored, photometric)
-    if excess > CONTRAST_MARGIN:
+def contrast_votes(stored: np.ndarray, photometric: str = "MONOCHROME2", *,
+                   evidence: Sequence[str] = ("air",), slope: float = 1.0,
+                   intercept: float = 0.0) -> Votes:
+    """What each kind of ``evidence`` says about the polarity of the stored values.
+
+    Every slice sampled is shrunk, turned so that dark is what the photometric tag displays as
+    dark, cut to its exposed field (:func:`exposed_field`), and read:
+
+    - "air": every device images the body surrounded by air, which is the darkest thing on
+      every modality here, and air is flat (a burned-out detector, -1000 HU, no MR signal).
+      The flat region at one end of the range that touches the field's edge is that air.
+    - "midline": the central column of the body (mediastinum and spine; femur and tibia) is
+      brighter than both sides of it (lung fields; soft tissue).
+    - "hounsfield" (CT): air around the body and soft tissue in it at their CT numbers; only
+      confirms upright.
+
+    A kind of evidence speaks for the series when most slices that gave it agree.
+    """
+    flip = displays_inverted(photometric)
+    per_slice: dict[str, list[str]] = {e: [] for e in evidence}
+    figures: dict[str, list[float]] = {e: [] for e in evidence}
+    samples = list(_sample(stored))
+    for raw in samples:
+        image = _shrink(raw)
+        if flip:
+            image = -image
+        box = exposed_field(image)
+        top, bottom, left, right = box
+        field = image[top:bottom, left:right]
+        if field.shape[0] < 16 or field.shape[1] < 16 or field.size < 0.15 * image.size:
+            continue  # nearly all band: nothing left to read
+        lo, hi = np.percentile(field, (1.0, 99.0))
+        span = float(hi - lo)
+        if span <= 0:
+            continue
+        flat = _local_std(image) < FLAT_PIXEL * span
+        allowed = _allowed(image, flat, box, span)
+        air, air_figure, background = _air_vote(image, flat, allowed, box, float(lo), span)
+        if "burned_out_air" in evidence:
+            burned, burned_figure, _ = _air_vote(image, flat, allowed, box, float(lo), span,
+                                                 clipped=True)
+        for kind in evidence:
+            vote: str | None
+            if kind == "air":
+                vote, figure = air, air_figure
+            elif kind == "burned_out_air":
+                vote, figure = burned, burned_figure
+            elif kind == "midline":
+                vote, figure = _midline_vote(field, background, span)
+            else:
+                stored_field = -field if flip else field
+                vote, figure = _hounsfield_vote(stored_field, background, slope, intercept)
+            figures[kind].append(figure)
+            if vote:
+                per_slice[kind].append(vote)
+    votes: dict[str, str] = {}
+    for kind, said in per_slice.items():
+        if not said or len(said) < 0.5 * len(samples):
+            continue
+        for side in ("upright", "inverted"):
+            if said.count(side) >= SLICE_AGREEMENT * len(said):
+                votes[kind] = side
+    return Votes(votes, {k: float(np.median(v)) for k, v in figures.items() if v})
+
+
+def check_contrast(stored: np.ndarray, photometric: str = "MONOCHROME2", *,
+                   evidence: Sequence[str] = ("air",), slope: float = 1.0,
+                   intercept: float = 0.0) -> None:
+    """CONTRAST_INVERTED when the evidence says the stored values are inverted against their
+    photometric tag and nothing says otherwise (:func:`contrast_votes`); else the study goes on.
+
+    Measured on the stored values, not the windowed model input: a window chosen for the true
+    values can clip an inverted image flat, hiding the inversion."""
+    result = contrast_votes(stored, photometric, evidence=evidence, slope=slope,
+                            intercept=intercept)
+    if result.inverted:
+        said = ", ".join(f"{k} {v}" for k, v in sorted(result.votes.items()))
         raise InputRejected(Reason.CONTRAST_INVERTED,
-                            f"border {excess:.2f} brighter than the centre: inverted values")
+                            f"values inverted against {photometric.strip() or 'MONOCHROME2'} "
+                            f"({said})")

@@ -21,7 +21,7 @@ import numpy as np
 
 from streams.contract.catalog import ServiceSpec
 from streams.contract.reasons import InputRejected, Reason
-from streams.imaging.defects import check_contrast, check_geometry, check_identity
+from streams.imaging.defects import check_series
 from streams.imaging.dicom_io import DEFAULT_MAX_ELEMENTS, DEFAULT_MAX_PARSE_S
 from streams.imaging.preprocess import to_series_input
 from streams.imaging.series import read_series
@@ -77,10 +77,7 @@ def _load_and_preprocess(spec: ServiceSpec, study: dict[str, Any],
                          series_uid=chosen.get("series_uid"), modality=chosen.get("modality"),
                          hospital_id=str(study["hospital_id"]))
     t1 = time.perf_counter()
-    check_identity(spec.select, images.geometries)
-    check_geometry(spec.checks, images.pixels.shape, images.geometries,
-                   int(chosen["instance_count"]))
-    check_contrast(images.pixels, images.photometric)
+    check_series(spec.checks, spec.select, images, int(chosen["instance_count"]))
     tensor = to_series_input(images.pixels, spec.preprocess, photometric=images.photometric,
                              slope=images.slope, intercept=images.intercept,
                              window_center=images.window_center,

@@ -14,10 +14,10 @@ from services.synth.phantoms.registry import phantom_module
 from streams.contract.catalog import DefectChecks, catalog, service
 from streams.contract.reasons import TECHNICAL_DEFECTS, InputRejected, Reason
 from streams.imaging.defects import (
-    border_excess,
     check_contrast,
     check_geometry,
     check_identity,
+    contrast_votes,
 )
 from streams.rules.priority import PriorityGate
 
@@ -39,9 +39,9 @@ def volume(n: int = 30, step: float = 2.0, **kw: object) -> list[G]:
     return [G(instance_number=i + 1, position_z=i * step, **kw) for i in range(n)]  # type: ignore[arg-type]
 
 
-def reason_of(fn: object, *args: object) -> Reason | None:
+def reason_of(fn: object, *args: object, **kw: object) -> Reason | None:
     try:
-        fn(*args)  # type: ignore[operator]
+        fn(*args, **kw)  # type: ignore[operator]
     except InputRejected as exc:
         return exc.reason
     return None
@@ -82,26 +82,72 @@ def test_identity_mismatch_is_a_defect_but_absent_tags_are_not() -> None:
 
 @pytest.mark.parametrize("service_id", [s.id for s in catalog()])
 def test_inverted_series_are_caught_and_upright_ones_pass(service_id: str) -> None:
+    """The project's own phantoms, inverted as the city plants the defect, with the evidence
+    the catalog declares for the service."""
     module = phantom_module(service_id)
+    evidence = service(service_id).checks.contrast_evidence
     for seed in range(8):
         rng = np.random.default_rng(seed)
         positives = frozenset(c for c in module.FINDINGS if rng.random() < 0.5)
         phantom = module.render(rng, positives)
         wide = phantom.pixels.astype(np.int64)
         inverted = (wide.max() + wide.min() - wide).astype(phantom.pixels.dtype)
-        assert reason_of(check_contrast, phantom.pixels, phantom.photometric) is None
-        assert reason_of(check_contrast, inverted, phantom.photometric) \
+        kw = {"evidence": evidence, "slope": phantom.slope, "intercept": phantom.intercept}
+        assert reason_of(check_contrast, phantom.pixels, phantom.photometric, **kw) is None
+        assert reason_of(check_contrast, inverted, phantom.photometric, **kw) \
             is Reason.CONTRAST_INVERTED
-        assert border_excess(inverted, phantom.photometric) > 0.3 \
-            > -0.3 > border_excess(phantom.pixels, phantom.photometric)
+        assert "upright" in contrast_votes(phantom.pixels, phantom.photometric,
+                                           evidence=evidence, slope=phantom.slope,
+                                           intercept=phantom.intercept).votes.values()
 
 
 def test_contrast_check_reads_monochrome1_the_other_way_round() -> None:
     pixels, _ = render_chest_xray(np.random.default_rng(3), lesion=False)
     flipped = (int(pixels.max()) + int(pixels.min()) - pixels.astype(np.int64)).astype(np.uint16)
+    evidence = service("chest-xray").checks.contrast_evidence
     # the same inverted values are upright when the file says bright = air
-    assert reason_of(check_contrast, flipped, "MONOCHROME1") is None
-    assert reason_of(check_contrast, pixels, "MONOCHROME1") is Reason.CONTRAST_INVERTED
+    assert reason_of(check_contrast, flipped, "MONOCHROME1", evidence=evidence) is None
+    assert reason_of(check_contrast, pixels, "MONOCHROME1", evidence=evidence) \
+        is Reason.CONTRAST_INVERTED
+
+
+def test_a_bright_border_alone_is_no_evidence() -> None:
+    """Issue 19: a film whose collimated edges are bright (as film shows unexposed area) is
+    upright; before, the border being brighter than the centre was called inversion."""
+    pixels, _ = render_chest_xray(np.random.default_rng(5), lesion=False)
+    framed = pixels.copy()
+    edge = pixels.shape[0] // 10
+    top = int(pixels.max())
+    framed[:edge], framed[-edge:], framed[:, :edge], framed[:, -edge:] = top, top, top, top
+    for evidence in (("midline", "burned_out_air"), ("air",), ("burned_out_air",)):
+        assert reason_of(check_contrast, framed, evidence=evidence) is None
+
+
+def test_no_evidence_declared_never_fires() -> None:
+    pixels, _ = render_chest_xray(np.random.default_rng(3), lesion=False)
+    inverted = (int(pixels.max()) + int(pixels.min()) - pixels.astype(np.int64)).astype(np.uint16)
+    assert reason_of(check_contrast, inverted, evidence=()) is None
+
+
+def test_identity_reads_synonyms_and_abstains_on_unknown_terms() -> None:
+    chest = service("chest-xray").select
+    for same in ("THORAX", "Chest", "LUNG", "CHEST_PA"):
+        assert reason_of(check_identity, chest, [G(modality="DX", body_part=same)]) is None
+    # a term of a vendor's own that names no known region is no evidence
+    assert reason_of(check_identity, chest, [G(modality="DX", body_part="PA ERECT")]) is None
+    # an unknown modality (OT, SC) is none either; a radiograph's retired code RG is a DX
+    assert reason_of(check_identity, chest, [G(modality="OT", body_part="CHEST")]) is None
+    assert reason_of(check_identity, chest, [G(modality="RG", body_part="CHEST")]) is None
+    assert reason_of(check_identity, chest,
+                     [G(modality="DX", body_part="KNEE")]) is Reason.BODY_PART_MISMATCH
+    assert reason_of(check_identity, service("head-ct").select,
+                     [G(modality="CT", body_part="SKULL")]) is None
+
+
+def test_positions_judge_completeness_when_instance_numbers_skip() -> None:
+    """Numbering may skip (a re-sent or deleted instance) while the slices are complete."""
+    geoms = [G(instance_number=i + 1 + (i >= 15), position_z=2.0 * i) for i in range(30)]
+    assert reason_of(check_geometry, CT, (30, 128, 128), geoms, 30) is None
 
 
 async def test_routine_waits_for_priority_work_and_gives_up_after_max_wait() -> None:
