@@ -138,9 +138,10 @@ def markdown(c: dict[str, Any]) -> str:
 Measures the longitudinal arch angle on a weight-bearing lateral foot radiograph: the angle at
 the highest point of the arch's plantar bone contour between the lines to the calcaneal and
 first-metatarsal-head ground-contact points. Classical image processing in numpy
-(`1/arch_measure.py`, documented step by step there): Otsu bone threshold, sub-pixel
-half-maximum plantar contour, lower convex hull for the contact points, robust line fits to
-the middle of both arch limbs. No learned weights.
+(`services/triton/model_repository/foot_arch/1/arch_measure.py`, documented step by step
+there): Otsu bone threshold, sub-pixel half-maximum plantar contour, lower convex hull for the
+contact points, robust line fits to the middle of both arch limbs. No learned weights.
+Evaluation: `services/training/evaluate_foot_arch.py`.
 
 ## Inputs and outputs (Triton Python backend)
 | name | type | shape (per item) | meaning |
