@@ -112,7 +112,7 @@ class DefectChecks:
 
 
 #: The kinds of evidence ``[service.checks] contrast_evidence`` may name.
-CONTRAST_EVIDENCE = frozenset({"air", "burned_out_air", "midline", "hounsfield"})
+CONTRAST_EVIDENCE = frozenset({"air", "burned_out_air", "midline", "hips", "hounsfield"})
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,10 @@ CONTRAST_SLICES = 5
 #: share of the image's range is a band of collimation, shutter mask, padding or empty air:
 #: it is cut away before any evidence is read, whatever its brightness.
 FLAT_LINE = 0.05
+#: A shutter covers at least this share of its side, and the rms distance of its inner edge
+#: from a straight line is at most ``SHUTTER_STRAIGHT`` of the image (or one pixel).
+SHUTTER_COVER = 0.9
+SHUTTER_STRAIGHT = 0.015
 #: Each edge may lose at most this share of the image to such bands.
 MAX_BAND = 0.4
 #: A pixel is flat when the standard deviation of its 3x3 neighbourhood is below this share of
@@ -62,9 +66,9 @@ CLIPPED = 0.01
 #: share of the field, and ``AIR_RATIO`` times the area of the opposite extreme's.
 AIR_MIN_AREA = 0.04
 AIR_RATIO = 4.0
-#: "midline" evidence: both sides of the body differ from its central column, the same way, by
-#: at least this share of the field's range.
-MIDLINE_MARGIN = 0.08
+#: "midline" and "hips" evidence (PROFILES): the dense columns of the body differ from the
+#: light ones, all the same way, by at least this share of the field's range.
+MIDLINE_MARGIN = 0.12
 #: "hounsfield" evidence (upright only): the background's median CT number is at most
 #: ``HU_AIR`` (air, or padding below it) and at least ``HU_TISSUE[2]`` of the body is soft
 #: tissue (``HU_TISSUE[0]``..``HU_TISSUE[1]``): CT numbers the right way round.
@@ -105,6 +109,9 @@ EVIDENCE_READS: dict[str, str] = {
                f"beside femur and tibia on a frontal knee) are darker (upright) or both "
                f"brighter (inverted) than its central column by at least "
                f"{MIDLINE_MARGIN:.0%} of the range",
+    "hips": f"both hip joints (femoral heads in their acetabula) are brighter (upright) or "
+            f"darker (inverted) than the pelvic cavity between them by at least "
+            f"{MIDLINE_MARGIN:.0%} of the range",
     "hounsfield": f"the background around the body at or below {HU_AIR:g} HU and at least "
                   f"{HU_TISSUE[2]:.0%} of the body at soft-tissue CT numbers prove upright "
                   f"values (it can only veto)",
@@ -303,7 +310,7 @@ def exposed_field(image: np.ndarray) -> tuple[int, int, int, int]:
     """(top, bottom, left, right) of ``image`` without its edge bands of near-constant value:
     collimation (bright, as a film shows it, or masked black or white), shutters, CT padding
     and rows of empty air. A band says nothing about polarity by itself (a shutter may be drawn
-    either way), so it counts only where it continues the field's own air (:func:`_allowed`)."""
+    either way); what of it is a shutter is found by :func:`_shutters`."""
     h, w = image.shape
     lo, hi = np.percentile(image, (0.5, 99.5))
     limit = FLAT_LINE * max(float(hi - lo), 1e-6)
@@ -328,38 +335,41 @@ def exposed_field(image: np.ndarray) -> tuple[int, int, int, int]:
     return top, max(bottom, top), left, max(right, left)
 
 
-def _allowed(image: np.ndarray, flat: np.ndarray, box: tuple[int, int, int, int],
-             span: float) -> np.ndarray:
-    """The field, plus each edge band whose level continues into flat pixels of the field's
-    first line beside it: air cut off at the edge (the top of a wrist film) is still air,
-    while collimation meets the field with a step and is left out, and so are the field's
-    pixels at its level (the corner a slightly tilted collimator leaves inside the field)."""
-    top, bottom, left, right = box
-    allowed = np.zeros(image.shape, dtype=bool)
-    allowed[top:bottom, left:right] = True
+def _shutters(image: np.ndarray, span: float) -> np.ndarray:
+    """The pixels of collimator shutters: from each side of the image, the region at the level
+    of its outermost line whose inner edge is a straight line (level or tilted) across the
+    side. Such a region says nothing about polarity (a shutter may be shown bright, as film
+    shows unexposed area, or masked black or white). Air at an edge meets the body along a
+    curve and stays; so does a mask drawn in the air's own value where air adjoins it."""
     tol = FLAT_LINE * span
-    bands = ((np.s_[:top, :], np.s_[top, left:right]),
-             (np.s_[bottom:, :], np.s_[bottom - 1, left:right]),
-             (np.s_[:, :left], np.s_[top:bottom, left]),
-             (np.s_[:, right:], np.s_[top:bottom, right - 1]))
-    shutters: list[float] = []
-    airs: list[float] = []
-    for band, inner in bands:
-        pixels = image[band]
-        if pixels.size == 0:
+    found = np.zeros(image.shape, dtype=bool)
+    for k in range(4):  # each side turned to the top
+        turned = np.rot90(image, k)
+        h, w = turned.shape
+        level = float(np.median(turned[0]))
+        near = np.abs(turned - level) < tol
+        if float(near[0].mean()) < SHUTTER_COVER:
             continue
-        level = float(np.median(pixels))
-        beside = (np.abs(image[inner] - level) < tol) & flat[inner]
-        if beside.size and float(beside.mean()) >= 0.05:
-            allowed[band] = True
-            airs.append(level)
-        else:
-            shutters.append(level)
-    for level in shutters:
-        # a mask drawn in the air's own value is no shutter level to avoid
-        if all(abs(level - air) >= tol for air in airs):
-            allowed &= np.abs(image - level) >= tol
-    return allowed
+        seeds = np.zeros_like(near)
+        seeds[0] = True
+        region = _edge_connected(near, seeds)
+        depth = np.argmin(region, axis=0).astype(np.float64)  # first row outside, per column
+        depth[region.all(axis=0)] = h
+        middle = slice(int(0.15 * w), int(0.85 * w))
+        cols = np.arange(w, dtype=np.float64)[middle]
+        d = depth[middle]
+        if d.size < 8 or float((d > 0).mean()) < SHUTTER_COVER:
+            continue
+        slope, intercept = np.polyfit(cols, d, 1)
+        residual = float(np.sqrt(np.mean((d - (slope * cols + intercept)) ** 2)))
+        line = slope * np.arange(w) + intercept
+        if residual > max(SHUTTER_STRAIGHT * h, 1.0) or float(line.max()) > MAX_BAND * h:
+            continue
+        # the band up to its straight edge only: what lies beyond it (air around a CT
+        # table's ends, say) is connected to it but is not shutter
+        rows = np.arange(h)[:, np.newaxis]
+        found |= np.rot90(region & (rows < np.minimum(depth, line + 1.0)), -k)
+    return found
 
 
 def _local_std(field: np.ndarray) -> np.ndarray:
@@ -371,20 +381,28 @@ def _local_std(field: np.ndarray) -> np.ndarray:
     return np.sqrt(np.maximum(sq - mean * mean, 0.0))
 
 
+def _spread_along_rows(reach: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Every run of ``mask`` pixels along a row that holds a pixel of ``reach``."""
+    h, w = mask.shape
+    starts = mask.copy()
+    starts[:, 1:] &= ~mask[:, :-1]
+    runs = np.cumsum(starts, axis=1) + (np.arange(h) * (w + 1))[:, np.newaxis]
+    hit = np.zeros(h * (w + 1) + 1, dtype=bool)
+    hit[runs[reach & mask]] = True
+    return mask & hit[runs]
+
+
 def _edge_connected(mask: np.ndarray, seeds: np.ndarray) -> np.ndarray:
-    """The pixels of ``mask`` connected (4-neighbours) to a pixel of ``mask & seeds``."""
+    """The pixels of ``mask`` connected (4-neighbours) to a pixel of ``mask & seeds``: whole
+    runs along rows, then along columns, until nothing more is reached (a few rounds, where a
+    pixel-by-pixel flood would take one per pixel of the longest path)."""
     reach = mask & seeds
-    for _ in range(2 * sum(mask.shape)):
-        grown = reach.copy()
-        grown[1:, :] |= reach[:-1, :]
-        grown[:-1, :] |= reach[1:, :]
-        grown[:, 1:] |= reach[:, :-1]
-        grown[:, :-1] |= reach[:, 1:]
-        grown &= mask
+    while True:
+        grown = _spread_along_rows(reach, mask)
+        grown = _spread_along_rows(grown.T, mask.T).T
         if np.array_equal(grown, reach):
-            break
+            return reach
         reach = grown
-    return reach
 
 
 def _air_vote(image: np.ndarray, flat: np.ndarray, allowed: np.ndarray,
@@ -392,9 +410,14 @@ def _air_vote(image: np.ndarray, flat: np.ndarray, allowed: np.ndarray,
               clipped: bool = False) -> tuple[str | None, float, np.ndarray]:
     """("upright" | "inverted" | None, signed area figure, background mask of the field)."""
     top, bottom, left, right = box
-    seeds = np.zeros(image.shape, dtype=bool)
+    # Air touches the image's edge, the field's edge or a shutter; a ring of 3 pixels, since
+    # the pixels right beside a band are not flat (their neighbourhood holds the band).
+    seeds = ~allowed
     seeds[[0, -1], :] = seeds[:, [0, -1]] = True
     seeds[[top, bottom - 1], left:right] = seeds[top:bottom, [left, right - 1]] = True
+    for _ in range(3):
+        seeds = seeds | np.roll(seeds, 1, 0) | np.roll(seeds, -1, 0) \
+            | np.roll(seeds, 1, 1) | np.roll(seeds, -1, 1)
     usable = flat & allowed
     if clipped:  # only values at the very end of the range: a detector burned out by air
         field = image[top:bottom, left:right]
@@ -414,10 +437,31 @@ def _air_vote(image: np.ndarray, flat: np.ndarray, allowed: np.ndarray,
     return vote, a_bright - a_dark, (dark | bright)[top:bottom, left:right]
 
 
-def _midline_vote(field: np.ndarray, background: np.ndarray, span: float) -> tuple[str | None,
-                                                                                 float]:
-    """Both sides of the body against its central column, placed within the body (the field
-    less its background), so a small patient in a wide field is read where the body is."""
+@dataclass(frozen=True)
+class Profile:
+    """Where, across the body's width (0 = one side, 1 = the other) and down its height, dense
+    anatomy (bright upright) and lighter anatomy (dark upright) lie on a frontal film."""
+
+    rows: tuple[float, float]
+    dense: tuple[tuple[float, float], ...]
+    light: tuple[tuple[float, float], ...]
+
+
+#: The anatomical profiles the contrast check may read (kinds of evidence of the same name).
+PROFILES: dict[str, Profile] = {
+    # mediastinum and spine between the lung fields; femur and tibia between soft tissue
+    "midline": Profile((0.2, 0.65), ((0.44, 0.56),), ((0.18, 0.36), (0.64, 0.82))),
+    # femoral heads in their acetabula either side of the pelvic cavity
+    "hips": Profile((0.45, 0.66), ((0.12, 0.32), (0.68, 0.88)), ((0.44, 0.56),)),
+}
+
+
+def _profile_vote(profile: Profile, field: np.ndarray,
+                  background: np.ndarray) -> tuple[str | None, float]:
+    """The dense columns against the light ones, placed within the body (the field less its
+    background), so a small patient in a wide field is read where the body is: upright when
+    every dense column is brighter than every light one by the margin, inverted when every one
+    is darker by it."""
     body_cols = np.flatnonzero((~background).mean(axis=0) > 0.5)
     body_rows = np.flatnonzero((~background).mean(axis=1) > 0.3)
     if body_cols.size < 16 or body_rows.size < 16:
@@ -425,16 +469,26 @@ def _midline_vote(field: np.ndarray, background: np.ndarray, span: float) -> tup
     c0, c1 = int(body_cols[0]), int(body_cols[-1]) + 1
     r0, r1 = int(body_rows[0]), int(body_rows[-1]) + 1
     height, width = r1 - r0, c1 - c0
-    band = field[r0 + int(0.2 * height): r0 + int(0.65 * height), c0:c1]
-    profile = np.median(band, axis=0)
+    top, bottom = profile.rows
+    band = field[r0 + int(top * height): r0 + int(bottom * height), c0:c1]
+    if band.shape[0] < 2:
+        return None, 0.0
+    columns = np.median(band, axis=0)
 
     def mean(a: float, b: float) -> float:
-        return float(profile[int(a * width): max(int(b * width), int(a * width) + 1)].mean())
+        return float(columns[int(a * width): max(int(b * width), int(a * width) + 1)].mean())
 
-    centre = mean(0.44, 0.56)
-    left, right = mean(0.18, 0.36), mean(0.64, 0.82)
-    up = (centre - max(left, right)) / span
-    down = (min(left, right) - centre) / span
+    # On the scale of the field's own distribution (the share of it below a value), which no
+    # monotonic mapping of the values changes: log or linear exposure, any tone curve.
+    ordered = np.sort(field, axis=None)
+
+    def rank(value: float) -> float:
+        return float(np.searchsorted(ordered, value)) / ordered.size
+
+    dense = [rank(mean(a, b)) for a, b in profile.dense]
+    light = [rank(mean(a, b)) for a, b in profile.light]
+    up = min(dense) - max(light)
+    down = min(light) - max(dense)
     if up >= MIDLINE_MARGIN:
         return "upright", -up
     if down >= MIDLINE_MARGIN:
@@ -484,6 +538,7 @@ def contrast_votes(stored: np.ndarray, photometric: str = "MONOCHROME2", *,
       The flat region at one end of the range that touches the field's edge is that air.
     - "midline": the central column of the body (mediastinum and spine; femur and tibia) is
       brighter than both sides of it (lung fields; soft tissue).
+    - "hips": both hip joints are brighter than the pelvic cavity between them.
     - "hounsfield" (CT): air around the body and soft tissue in it at their CT numbers; only
       confirms upright.
 
@@ -507,7 +562,7 @@ def contrast_votes(stored: np.ndarray, photometric: str = "MONOCHROME2", *,
         if span <= 0:
             continue
         flat = _local_std(image) < FLAT_PIXEL * span
-        allowed = _allowed(image, flat, box, span)
+        allowed = ~_shutters(image, span)
         air, air_figure, background = _air_vote(image, flat, allowed, box, float(lo), span)
         if "burned_out_air" in evidence:
             burned, burned_figure, _ = _air_vote(image, flat, allowed, box, float(lo), span,
@@ -518,8 +573,8 @@ def contrast_votes(stored: np.ndarray, photometric: str = "MONOCHROME2", *,
                 vote, figure = air, air_figure
             elif kind == "burned_out_air":
                 vote, figure = burned, burned_figure
-            elif kind == "midline":
-                vote, figure = _midline_vote(field, background, span)
+            elif kind in PROFILES:
+                vote, figure = _profile_vote(PROFILES[kind], field, background)
             else:
                 stored_field = -field if flip else field
                 vote, figure = _hounsfield_vote(stored_field, background, slope, intercept)

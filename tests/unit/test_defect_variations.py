@@ -31,13 +31,13 @@ from tests.unit.defect_variations import (
 
 N_WELL, N_INJECTED = 100, 80
 MAX_FALSE, MIN_CAUGHT = 0.01, 0.95
-#: Services whose figures on this family do not yet meet the bar: projection films of limbs
-#: and pelvis with a tilted or masked collimator and no midline evidence (see the report).
+#: Services whose figures on this family do not yet meet the bar. An AP pelvis film often has
+#: no air the detector burned out (the body fills the field) and the hip profile is weak on
+#: raw (FOR PROCESSING) films and on some habitus: the check abstains on those inversions
+#: (90 % of injected defects caught, 1 % of well-formed called defective at seed 19).
 SHORT: dict[str, str] = {
-    "foot-xray": "tilted/masked collimation read as air",
-    "knee-xray": "tilted collimation read as air",
-    "pelvis-xray": "tilted collimation read as air; little air around an adult pelvis",
-    "wrist-xray": "tilted/masked collimation read as air",
+    "pelvis-xray": "inverted pelvis films without burned-out air or a clear hip profile "
+                   "are abstained on",
 }
 
 
