@@ -8,6 +8,8 @@ the slices: a DICOMDIR, a README, a structured report, a presentation state, a s
 another series. So the folder is read headers first (up to Pixel Data, bounded) and only the
 instances of the announced series are decoded:
 
+0. a one-instance series whose announced file is an image: that file (the common case, read
+   in one parse; the folder is not listed);
 1. the image instances whose SeriesInstanceUID is the announced ``series_uid``;
 2. else (the publisher announces keyed UIDs, which no header carries) the series of the announced
    file, when that file is an image of the announced modality;
@@ -159,6 +161,10 @@ def read_series(uri: str, instance_count: int, roots: Sequence[Path], *, max_sli
         raise InputRejected(Reason.GEOMETRY_IMPLAUSIBLE,
                             f"{instance_count} instances announced > {max_slices} for this service")
     with open_series_folder(uri, roots, hospital_id=hospital_id) as folder:
+        if instance_count <= 1:
+            one = _single(folder, limits)
+            if one is not None:
+                return one
         broken: InputRejected | None = None
         announced: InstanceHeader | None = None
         try:
@@ -169,9 +175,9 @@ def read_series(uri: str, instance_count: int, roots: Sequence[Path], *, max_sli
             if instance_count <= 1 or not series_uid or exc.reason not in RESCUABLE:
                 raise
             broken = exc
-        single = announced is not None and instance_count <= 1 and announced.is_image and (
-            (series_uid is not None and announced.geometry.series_uid == series_uid)
-            or not modality or announced.geometry.modality == modality.strip().upper())
+        # A one-instance series whose announced file is an image: that file is the series (the
+        # URI names an instance of it); when it is broken, its own reason is the study's.
+        single = announced is not None and instance_count <= 1 and announced.is_image
         others: dict[str, InstanceHeader | None] = {}
         if not single:
             limit = FOLDER_FILES_PER_SLICE * max_slices + FOLDER_FILES_EXTRA
@@ -196,6 +202,23 @@ def read_series(uri: str, instance_count: int, roots: Sequence[Path], *, max_sli
         headers: dict[str, InstanceHeader | None] = {**others, folder.announced: announced}
         return _decode(folder, {n: h for n in names if (h := headers[n]) is not None},
                        limits, max_slices, skipped)
+
+
+def _single(folder: SeriesFolder, limits: ParseLimits) -> DicomSeries | None:
+    """The common case in one parse: a one-instance series whose announced file is an image
+    (whatever its modality: the defect checks judge that). None when the file is not one or is
+    broken: then its header is read first, and a broken file gets its reason there."""
+    try:
+        with folder.open(folder.announced, ANNOUNCED) as fd:
+            image = read_image_fd(fd, ANNOUNCED, limits)
+    except InputRejected:
+        return None
+    geometry = image.geometry
+    stack = image.pixels if image.pixels.ndim == 3 else image.pixels[np.newaxis]
+    return DicomSeries(pixels=stack, photometric=image.photometric, slope=image.slope,
+                       intercept=image.intercept, window_center=image.window_center,
+                       window_width=image.window_width,
+                       geometries=(geometry,) * stack.shape[0])
 
 
 def _decode(folder: SeriesFolder, headers: dict[str, InstanceHeader], limits: ParseLimits,

@@ -20,6 +20,7 @@ from services.synth.hostile import (
 )
 from streams.contract.reasons import InputRejected, Reason
 from streams.imaging.dicom_io import pixel_bytes, read_image, read_image_from_uri, resolve_uri
+from streams.imaging.series import read_series
 
 #: A small file cap keeps the sparse and deflate-bomb cases quick to write.
 MAX_FILE_BYTES = 4 * 1024 * 1024
@@ -49,6 +50,20 @@ def test_each_hostile_file_has_its_reason(corpus: tuple[Path, Path, list[Hostile
     for case in cases:
         with pytest.raises(InputRejected) as exc:
             _read(case.path, root)
+        got[case.name] = exc.value.reason
+    assert got == {c.name: c.reason for c in cases}
+
+
+def test_each_hostile_file_has_its_reason_through_the_series_reader(
+        corpus: tuple[Path, Path, list[HostileFile]]) -> None:
+    """As the worker reads it: a one-instance series named by its file, in a folder full of
+    other files (the rest of the corpus), under a keyed series UID."""
+    root, _, cases = corpus
+    got = {}
+    for case in cases:
+        with pytest.raises(InputRejected) as exc:
+            read_series(case.path.as_uri(), 1, [root], max_slices=1, max_bytes=MAX_FILE_BYTES,
+                        series_uid="2.25.1", modality="DX")
         got[case.name] = exc.value.reason
     assert got == {c.name: c.reason for c in cases}
 
