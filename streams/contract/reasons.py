@@ -46,6 +46,16 @@ class Reason(StrEnum):
     SERIES_NOT_FOUND = "series_not_found"
     #: The announced series' folder holds several image series and none is the announced one.
     SERIES_AMBIGUOUS = "series_ambiguous"
+    # A series fetched from an archive by DICOMweb WADO-RS (streams/imaging/wado.py)
+    #: The URI is not a series under a configured archive base URL (RADSTREAM_ARCHIVE_URLS).
+    ARCHIVE_NOT_ALLOWED = "archive_not_allowed"
+    #: The archive did not answer (refused, 5xx, 429) after the retries, or its circuit is open.
+    ARCHIVE_UNAVAILABLE = "archive_unavailable"
+    #: The series did not arrive within RADSTREAM_ARCHIVE_TIMEOUT_S.
+    ARCHIVE_TIMEOUT = "archive_timeout"
+    #: The answer is not a well-formed multipart/related of application/dicom parts (or is a
+    #: redirect, an encoded body or an unexpected status).
+    ARCHIVE_RESPONSE_INVALID = "archive_response_invalid"
     # Technical defects of the study's images for the service that reads them
     # (streams/imaging/defects.py):
     # these end as a technical_defect Finding, not a dead letter.
