@@ -10,6 +10,7 @@ declares a huge image).
 
 from __future__ import annotations
 
+import io
 import os
 import struct
 import zlib
@@ -203,6 +204,22 @@ def export_extras(folder: Path, study_uid: str = "1.2.826.0.1.3680043.8.498.777.
                f"{study_uid}.92", study_uid, jpeg=True)
 
 
+def _codestream_bomb(template: Path) -> bytes:
+    """The template re-encapsulated as JPEG 2000 whose one frame is a codestream header (SOC,
+    SIZ) claiming 65535 x 65535 pixels: a decoder would allocate what the codestream says, so
+    the worker must refuse it before decoding."""
+    ds = pydicom.dcmread(template)
+    siz = (b"\xff\x4f\xff\x51" + (41).to_bytes(2, "big") + bytes(2)
+           + (65535).to_bytes(4, "big") * 2 + bytes(8) + (65535).to_bytes(4, "big") * 2
+           + bytes(8) + (1).to_bytes(2, "big") + bytes([15, 1, 1]))
+    ds.PixelData = pydicom.encaps.encapsulate([siz + b"\xff\xd9"])
+    ds["PixelData"].VR = "OB"
+    ds.file_meta.TransferSyntaxUID = JPEG2000Lossless
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
 def write_hostile_files(root: Path, outside: Path, *,
                         max_file_bytes: int = 64 * 1024 * 1024) -> list[HostileFile]:
     """Write every hostile file case under ``root`` (plus escape targets under ``outside``).
@@ -255,8 +272,15 @@ def write_hostile_files(root: Path, outside: Path, *,
     add("tiny-elements-deflated", Reason.DICOM_TOO_MANY_ELEMENTS,
         "the same elements deflated: a small file inflating to just under the cap",
         tiny_elements(template, max_file_bytes - 4096, deflate=True))
-    add("jpeg2000", Reason.TRANSFER_SYNTAX_UNSUPPORTED, "JPEG 2000 Lossless, no decoder here",
+    add("jpeg2000-not-encapsulated", Reason.DICOM_UNREADABLE,
+        "JPEG 2000 Lossless declared over uncompressed Pixel Data",
         _with_meta(template, JPEG2000Lossless, good[_meta_end(good):]))
+    add("codestream-bomb", Reason.DICOM_UNREADABLE,
+        "a JPEG 2000 frame declaring 65535 x 65535 under a header within the pixel budget",
+        _codestream_bomb(template))
+    add("video-syntax", Reason.TRANSFER_SYNTAX_UNSUPPORTED,
+        "MPEG-4 AVC/H.264 video, not a still image the worker decodes",
+        _with_meta(template, "1.2.840.10008.1.2.4.102", good[_meta_end(good):]))
     add("unknown-syntax", Reason.TRANSFER_SYNTAX_UNSUPPORTED, "a transfer syntax UID nobody knows",
         _with_meta(template, "1.2.3.4.5.6.7.8.9", good[_meta_end(good):]))
 

@@ -32,13 +32,24 @@ from urllib.parse import unquote, urlsplit
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
+from pydicom.encaps import generate_frames
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_dataset, read_preamble
 from pydicom.uid import (
+    JPEG2000,
     UID,
     DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLossless,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    RLELossless,
 )
 
 from streams.contract.reasons import InputRejected, Reason
@@ -54,10 +65,20 @@ DEFAULT_MAX_PIXEL_BYTES = 128 * 1024 * 1024
 DEFAULT_MAX_ELEMENTS = 100_000
 #: Longest parse of one file's header and data elements (seconds; a CT slice takes about 1 ms).
 DEFAULT_MAX_PARSE_S = 5.0
-#: Transfer syntaxes the worker decodes itself (uncompressed; deflated with a bounded inflate).
-#: Anything else (JPEG, JPEG 2000, RLE, big endian, unknown UIDs) is rejected before parsing.
-ALLOWED_TRANSFER_SYNTAXES = frozenset({
-    ExplicitVRLittleEndian, ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian})
+#: Uncompressed transfer syntaxes: the pixels are the bytes (deflated ones once inflated, with a
+#: bounded inflate).
+NATIVE_TRANSFER_SYNTAXES = frozenset({
+    ExplicitVRLittleEndian, ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian})
+#: Compressed still-image syntaxes most PACS store, decoded through pydicom's pixel handlers:
+#: GDCM (python-gdcm) for the JPEG family and JPEG 2000, pydicom itself for RLE. Each frame's
+#: codestream dimensions are checked against the header before it is decoded.
+COMPRESSED_TRANSFER_SYNTAXES = frozenset({
+    JPEGBaseline8Bit, JPEGExtended12Bit, JPEGLossless, JPEGLosslessSV1,
+    JPEGLSLossless, JPEGLSNearLossless, JPEG2000Lossless, JPEG2000, RLELossless})
+#: Transfer syntaxes the worker reads. Anything else (MPEG/HEVC video, JPEG XL, HTJ2K, JPIP,
+#: unknown UIDs) is rejected as transfer_syntax_unsupported before the dataset is parsed.
+ALLOWED_TRANSFER_SYNTAXES = NATIVE_TRANSFER_SYNTAXES | COMPRESSED_TRANSFER_SYNTAXES
 #: Bytes read for a header first: the header of an image is a few kilobytes; a longer one is
 #: read again up to the file cap.
 HEADER_PREFIX_BYTES = 64 * 1024
@@ -475,7 +496,7 @@ def _parse(raw: _Bytes, what: str, limits: ParseLimits, *, header_only: bool,
         raise InputRejected(Reason.TRANSFER_SYNTAX_UNSUPPORTED,
                             f"{what}: transfer syntax {syntax[:64]} ({name}) is not accepted")
     implicit = syntax == ImplicitVRLittleEndian
-    little = syntax != "1.2.840.10008.1.2.2"  # Explicit VR Big Endian (retired)
+    little = syntax != ExplicitVRBigEndian  # retired, still written by old modalities
     whole = raw.whole
     if deflated:
         inflated, whole = _inflate_bounded(raw.data[stream.tell():],
@@ -708,8 +729,8 @@ def _parsed_header(fd: int, what: str, limits: ParseLimits) -> _Parsed:
 # --- Decoding ------------------------------------------------------------------------------
 
 def _plain_pixels(ds: Dataset) -> np.ndarray | None:
-    """The common case decoded directly: one sample of 8 or 16 bits, uncompressed (every
-    allowed transfer syntax is, once inflated), exactly Rows x Columns x Frames values.
+    """The common case decoded directly: one sample of 8 or 16 bits, uncompressed little
+    endian (deflated ones once inflated), exactly Rows x Columns x Frames values.
 
     pydicom's general decoder costs about a quarter of a CT slice's read; anything else (colour,
     odd bit depths, a PixelData of the wrong length) goes to it and its error messages. Returns
@@ -717,7 +738,8 @@ def _plain_pixels(ds: Dataset) -> np.ndarray | None:
     """
     bits, samples = ds.get("BitsAllocated"), ds.get("SamplesPerPixel", 1)
     raw = ds.get("PixelData")
-    if bits not in (8, 16) or samples != 1 or not isinstance(raw, bytes):
+    if bits not in (8, 16) or samples != 1 or not isinstance(raw, bytes) \
+            or _syntax(ds) not in NATIVE_TRANSFER_SYNTAXES or _syntax(ds) == ExplicitVRBigEndian:
         return None
     rows, cols = int(ds.Rows), int(ds.Columns)
     frames = int(ds.get("NumberOfFrames", 1) or 1)
@@ -733,6 +755,89 @@ def _plain_pixels(ds: Dataset) -> np.ndarray | None:
         array = (array << shift) >> shift if signed else array & ((1 << stored) - 1)
     shape = (frames, rows, cols) if frames > 1 else (rows, cols)
     return array.reshape(shape).astype(dtype.newbyteorder("="), copy=False)
+
+
+def _syntax(ds: Dataset) -> str:
+    meta = getattr(ds, "file_meta", None)
+    return str(meta.get("TransferSyntaxUID", "") if meta is not None else "").strip("\x00 ")
+
+
+def _decoded_values(ds: Dataset) -> int:
+    return int(ds.Rows) * int(ds.Columns) * max(int(ds.get("SamplesPerPixel", 1) or 1), 1) \
+        * max(int(ds.get("NumberOfFrames", 1) or 1), 1)
+
+
+#: JPEG start-of-frame markers (every process but DHT/JPG/DAC, which share the range) and
+#: JPEG-LS's SOF55: each is followed by length, precision, height, width, components.
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC} | {0xF7}
+#: Bytes of a frame searched for its dimensions: headers come first and are small.
+_CODESTREAM_HEAD = 64 * 1024
+_J2K_SOC_SIZ = b"\xff\x4f\xff\x51"
+_JP2_SIGNATURE = b"\x00\x00\x00\x0cjP  \r\n\x87\n"
+
+
+def codestream_geometry(frame: bytes) -> tuple[int, int, int] | None:
+    """(rows, columns, components) a JPEG, JPEG-LS or JPEG 2000 frame declares in its own
+    header, or None when it declares none the worker can find. A codestream may claim far
+    more pixels than the DICOM header the pixel budget was checked against, and a decoder
+    allocates what the codestream says. (RLE has no such header: pydicom decodes it into the
+    DICOM header's geometry.)"""
+    head = frame[:_CODESTREAM_HEAD]
+    # JPEG 2000: SOC + SIZ, at the start or, in a JP2 file some vendors store, after its boxes.
+    siz = 0 if head.startswith(_J2K_SOC_SIZ) else (
+        head.find(_J2K_SOC_SIZ) if head.startswith(_JP2_SIGNATURE) else -1)
+    if siz >= 0 and len(head) >= siz + 42:
+        x, y, x0, y0 = (int.from_bytes(head[siz + o:siz + o + 4], "big") for o in (8, 12, 16, 20))
+        return max(y - y0, 0), max(x - x0, 0), int.from_bytes(head[siz + 40:siz + 42], "big")
+    if not head.startswith(b"\xff\xd8"):
+        return None
+    pos = 2
+    while pos + 4 <= len(head):
+        if head[pos] != 0xFF:
+            return None
+        marker = head[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # TEM, RSTn: no length
+            pos += 2
+            continue
+        if marker == 0xDA:  # start of scan before any frame header
+            return None
+        if marker in _JPEG_SOF and pos + 10 <= len(head):
+            rows = int.from_bytes(head[pos + 5:pos + 7], "big")
+            cols = int.from_bytes(head[pos + 7:pos + 9], "big")
+            return rows, cols, head[pos + 9]
+        pos += 2 + int.from_bytes(head[pos + 2:pos + 4], "big")
+    return None
+
+
+def _check_encapsulated(ds: Dataset, what: str) -> None:
+    """Compressed Pixel Data is encapsulated (undefined length, one fragment list); a file
+    whose syntax says compressed over plain bytes contradicts itself: a broken sender."""
+    if not ds["PixelData"].is_undefined_length:
+        raise InputRejected(Reason.DICOM_UNREADABLE,
+                            f"{what}: Pixel Data is not encapsulated as its transfer syntax "
+                            "requires")
+
+
+def _check_codestreams(ds: Dataset, what: str) -> None:
+    """Every compressed frame declares the header's geometry before a decoder sees it (a JPEG
+    whose height is 0 defers it to a DNL marker; a frame without a findable header is left to
+    the decoder and the size check after it). A frame that contradicts its header is a broken
+    or hostile sender, not an image to redo: a dead letter."""
+    rows, cols = int(ds.Rows), int(ds.Columns)
+    samples = max(int(ds.get("SamplesPerPixel", 1) or 1), 1)
+    frames = max(int(ds.get("NumberOfFrames", 1) or 1), 1)
+    for k, frame in enumerate(generate_frames(ds.PixelData, number_of_frames=frames), 1):
+        found = codestream_geometry(frame)
+        if found is None:
+            continue
+        f_rows, f_cols, f_samples = found
+        if f_rows not in (0, rows) or f_cols != cols or f_samples != samples:
+            raise InputRejected(Reason.DICOM_UNREADABLE,
+                                f"{what}: frame {k} declares {f_rows} x {f_cols} x {f_samples}, "
+                                f"header {rows} x {cols} x {samples}")
 
 
 def read_image_fd(fd: int, what: str, limits: ParseLimits = ParseLimits()) -> DicomImage:
@@ -753,12 +858,23 @@ def read_image_fd(fd: int, what: str, limits: ParseLimits = ParseLimits()) -> Di
     try:
         pixels = _plain_pixels(ds)
         if pixels is None:
+            if _syntax(ds) in COMPRESSED_TRANSFER_SYNTAXES:
+                _check_encapsulated(ds, what)
+                if _syntax(ds) != RLELossless:
+                    _check_codestreams(ds, what)
             pixels = ds.pixel_array
-    except MemoryError:
+    except (InputRejected, MemoryError):
         raise
     except Exception as exc:  # missing handlers, wrong lengths, corrupt compressed streams
         detail = f"{what}: {type(exc).__name__}: {str(exc)[:120]}"
         raise InputRejected(Reason.PIXELS_UNREADABLE, detail) from exc
+    if not pixels.dtype.isnative:  # big endian: preprocessing expects native order
+        pixels = pixels.astype(pixels.dtype.newbyteorder("="))
+    expected = _decoded_values(ds)
+    if pixels.size != expected:  # a decoder that ignored the header's geometry
+        raise InputRejected(Reason.DICOM_UNREADABLE,
+                            f"{what}: pixels decode to {pixels.size} values, header "
+                            f"declares {expected}")
     return DicomImage(pixels=pixels, photometric=header.photometric, slope=header.slope,
                       intercept=header.intercept, window_center=header.window_center,
                       window_width=header.window_width, geometry=header.geometry)

@@ -1,0 +1,147 @@
+"""Every common transfer syntax decodes through the worker's read path (streams/imaging/dicom_io)
+to the original pixels: lossless ones exactly, lossy ones within the tolerance stated below; the
+pixel budget is still judged from the header before decoding, a codestream that declares another
+geometry than its header is refused as dicom_unreadable before it is decoded, a corrupt frame is
+pixels_unreadable, and video syntaxes stay transfer_syntax_unsupported."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import encapsulate
+from pydicom.uid import UID, ExplicitVRLittleEndian, JPEG2000Lossless, generate_uid
+
+from services.synth.compressed import JPEG_LS_NEAR, SYNTAXES, recompress
+from streams.contract.reasons import InputRejected, Reason
+from streams.imaging.dicom_io import (
+    ALLOWED_TRANSFER_SYNTAXES,
+    codestream_geometry,
+    read_image,
+)
+
+#: Lossy tolerances, per syntax: (largest absolute error as a fraction of the stored range,
+#: lowest PSNR in dB over that range). JPEG-LS near-lossless is bounded by its NEAR parameter.
+LOSSY_TOLERANCE = {
+    "jpeg-baseline": (0.08, 38.0),
+    "jpeg-extended": (0.08, 38.0),
+    "jpeg2000": (0.08, 38.0),
+}
+ROWS, COLUMNS = 96, 128
+
+
+def _phantom(bits: int) -> np.ndarray:
+    """A radiograph-like image over the whole stored range: a gradient, a bright disc, a dark
+    bar and a little noise (lossy codecs must keep the edges, lossless ones every value)."""
+    rng = np.random.default_rng(bits)
+    yy, xx = np.mgrid[0:ROWS, 0:COLUMNS]
+    image = 0.2 + 0.5 * xx / COLUMNS
+    image = image + 0.25 * (((yy - 48) ** 2 + (xx - 64) ** 2) < 30 ** 2)
+    image[40:50, 10:120] = 0.05
+    top = (1 << bits) - 1
+    image = image * top + rng.normal(0, top * 0.005, image.shape)
+    return np.clip(np.rint(image), 0, top).astype(np.uint8 if bits <= 8 else np.uint16)
+
+
+def _write_original(path: Path, pixels: np.ndarray, bits: int) -> Path:
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = UID("1.2.840.10008.5.1.4.1.1.1.1")  # DX, presentation
+    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
+    ds.Modality = "DX"
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated = pixels.dtype.itemsize * 8
+    ds.BitsStored, ds.HighBit, ds.PixelRepresentation = bits, bits - 1, 0
+    ds.PixelData = pixels.tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+CASES = [(name, bits) for name, syntax in SYNTAXES.items() for bits in (8, 12, 16)
+         if bits <= syntax.max_bits]
+
+
+@pytest.mark.parametrize(("name", "bits"), CASES, ids=[f"{n}-{b}bit" for n, b in CASES])
+def test_syntax_decodes_to_the_original(tmp_path: Path, name: str, bits: int) -> None:
+    syntax = SYNTAXES[name]
+    original = _phantom(bits)
+    src = _write_original(tmp_path / "original.dcm", original, bits)
+    dst = recompress(src, tmp_path / f"{name}.dcm", syntax.uid)
+    assert pydicom.dcmread(dst, stop_before_pixels=True).file_meta.TransferSyntaxUID == syntax.uid
+    assert syntax.uid in ALLOWED_TRANSFER_SYNTAXES
+
+    decoded = read_image(dst).pixels
+
+    assert decoded.shape == original.shape and decoded.dtype.isnative
+    error = np.abs(decoded.astype(np.int64) - original.astype(np.int64))
+    if not syntax.lossy:
+        assert error.max() == 0
+        return
+    top = (1 << bits) - 1
+    if name == "jpeg-ls-near":
+        assert 0 < error.max() <= JPEG_LS_NEAR
+        return
+    max_fraction, min_psnr = LOSSY_TOLERANCE[name]
+    mse = float(np.mean(error.astype(np.float64) ** 2))
+    psnr = 10 * np.log10(top ** 2 / mse)
+    assert error.max() > 0, "a lossy syntax that lost nothing was not exercised"
+    assert error.max() <= max_fraction * top and psnr >= min_psnr, (error.max(), psnr)
+
+
+def test_pixel_budget_is_judged_before_a_compressed_frame_is_decoded(tmp_path: Path) -> None:
+    src = _write_original(tmp_path / "original.dcm", _phantom(16), 16)
+    dst = recompress(src, tmp_path / "j2k.dcm", SYNTAXES["jpeg2000-lossless"].uid)
+    with pytest.raises(InputRejected) as caught:
+        read_image(dst, max_pixel_bytes=ROWS * COLUMNS * 2 - 1)
+    assert caught.value.reason is Reason.IMAGE_TOO_LARGE
+
+
+def test_a_codestream_larger_than_its_header_is_refused_before_decoding(tmp_path: Path) -> None:
+    """A few-KiB JPEG 2000 frame whose own header claims 65535 x 65535 under a DICOM header of
+    96 x 128 (which passes the pixel budget) is refused without being decoded."""
+    src = _write_original(tmp_path / "original.dcm", _phantom(16), 16)
+    dst = recompress(src, tmp_path / "j2k.dcm", JPEG2000Lossless)
+    ds = pydicom.dcmread(dst)
+    frame = bytearray(pydicom.encaps.get_frame(ds.PixelData, 0, number_of_frames=1))
+    siz = frame.find(b"\xff\x4f\xff\x51")
+    assert codestream_geometry(bytes(frame)) == (ROWS, COLUMNS, 1)
+    frame[siz + 8:siz + 16] = (65535).to_bytes(4, "big") * 2
+    ds.PixelData = encapsulate([bytes(frame)])
+    ds.save_as(dst, enforce_file_format=True)
+    with pytest.raises(InputRejected) as caught:
+        read_image(dst)
+    assert caught.value.reason is Reason.DICOM_UNREADABLE
+    assert "65535 x 65535" in caught.value.detail
+
+
+def test_a_corrupt_compressed_frame_is_pixels_unreadable(tmp_path: Path) -> None:
+    src = _write_original(tmp_path / "original.dcm", _phantom(8), 8)
+    dst = recompress(src, tmp_path / "jpeg-ls.dcm", SYNTAXES["jpeg-ls"].uid)
+    ds = pydicom.dcmread(dst)
+    frame = pydicom.encaps.get_frame(ds.PixelData, 0, number_of_frames=1)
+    ds.PixelData = encapsulate([frame[: len(frame) // 3]])  # the scan cut short
+    ds.save_as(dst, enforce_file_format=True)
+    with pytest.raises(InputRejected) as caught:
+        read_image(dst)
+    assert caught.value.reason is Reason.PIXELS_UNREADABLE
+
+
+@pytest.mark.parametrize("uid", ["1.2.840.10008.1.2.4.102",  # MPEG-4 AVC/H.264 High Profile
+                                 "1.2.840.10008.1.2.4.107",  # HEVC/H.265 Main Profile
+                                 "1.2.840.10008.1.2.4.100"])  # MPEG2 Main Profile
+def test_video_syntaxes_stay_unsupported(tmp_path: Path, uid: str) -> None:
+    src = _write_original(tmp_path / "original.dcm", _phantom(8), 8)
+    ds = pydicom.dcmread(src)
+    ds.file_meta.TransferSyntaxUID = UID(uid)
+    ds.PixelData = encapsulate([b"\x00\x00\x00\x01" + bytes(64)])
+    ds.save_as(src, enforce_file_format=True)
+    with pytest.raises(InputRejected) as caught:
+        read_image(src)
+    assert caught.value.reason is Reason.TRANSFER_SYNTAX_UNSUPPORTED
