@@ -24,11 +24,13 @@ from streams.imaging.dicom_io import (
 )
 
 #: Lossy tolerances, per syntax: (largest absolute error as a fraction of the stored range,
-#: lowest PSNR in dB over that range). JPEG-LS near-lossless is bounded by its NEAR parameter.
+#: lowest PSNR in dB over that range). Measured on these phantoms: JPEG quality 90, 0.067 and
+#: 43.2 dB (8-bit); JPEG 2000 at ratio 10, at most 0.024 and at least 43.8 dB (8, 12, 16-bit).
+#: JPEG-LS near-lossless is bounded by its NEAR parameter.
 LOSSY_TOLERANCE = {
-    "jpeg-baseline": (0.08, 38.0),
-    "jpeg-extended": (0.08, 38.0),
-    "jpeg2000": (0.08, 38.0),
+    "jpeg-baseline": (0.08, 40.0),
+    "jpeg-extended": (0.08, 40.0),
+    "jpeg2000": (0.04, 42.0),
 }
 ROWS, COLUMNS = 96, 128
 
