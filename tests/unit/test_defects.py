@@ -11,7 +11,7 @@ import pytest
 
 from services.synth.phantoms.chest_xray import render_chest_xray
 from services.synth.phantoms.registry import phantom_module
-from streams.contract.catalog import DefectChecks, catalog, service
+from streams.contract.catalog import CatalogError, DefectChecks, catalog, parse_service, service
 from streams.contract.reasons import TECHNICAL_DEFECTS, InputRejected, Reason
 from streams.imaging.defects import (
     check_contrast,
@@ -142,6 +142,18 @@ def test_identity_reads_synonyms_and_abstains_on_unknown_terms() -> None:
                      [G(modality="DX", body_part="KNEE")]) is Reason.BODY_PART_MISMATCH
     assert reason_of(check_identity, service("head-ct").select,
                      [G(modality="CT", body_part="SKULL")]) is None
+
+
+def test_the_catalog_accepts_only_known_contrast_evidence() -> None:
+    entry = {"id": "x-ray", "clinical_area": "a", "select": {"modalities": ["DX"],
+             "body_parts": ["CHEST"]}, "model": {"name": "m"}, "preprocess": {"size": 64},
+             "checks": {"contrast_evidence": ["midline", "vibes"]},
+             "findings": [{"code": "a_b", "display": "A"}]}
+    with pytest.raises(CatalogError, match="contrast_evidence"):
+        parse_service(entry)
+    entry["checks"] = {"contrast_evidence": []}
+    assert parse_service(entry).checks.contrast_evidence == ()
+    assert DefectChecks().contrast_evidence == ("air",)
 
 
 def test_positions_judge_completeness_when_instance_numbers_skip() -> None:
