@@ -65,6 +65,14 @@ def thresholds(settings: Settings) -> QualityThresholds:
     )
 
 
+def _is_finding(raw: bytes | None) -> bool:
+    try:
+        validate(EventKind.FINDING, orjson.loads(raw or b""))
+    except (orjson.JSONDecodeError, SchemaViolation):
+        return False
+    return True
+
+
 def _catalogued() -> dict[str, ServiceSpec]:
     return {s.id: s for s in catalog.catalog()}
 
@@ -125,35 +133,36 @@ class Quality:
         self._forget(event)
         msg = event.message
         try:
-            finding = orjson.loads(msg.value or b"")
-            validate(EventKind.FINDING, finding)
-        except (orjson.JSONDecodeError, SchemaViolation) as exc:
-            # Not ours to dead-letter (this topic carries our own outputs): log and go on.
-            log.warning("quality: skipped %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset,
-                        exc)
-            return
-        try:
-            service = finding["service"]
-            if service not in self.services or finding["status"] not in ("ok",
-                                                                         "technical_defect"):
-                return
-            key = join_key(finding["study_uid"], service)
-            entry, joined, new = record_finding(self.joins.get(key), finding)
-            if not new:
-                return
-            self._write(event, key, entry)
-            now = utc_now_rfc3339()
-            alerts = self.monitor.add_finding(
-                service, finding.get("device_id"),
-                defective=finding["status"] == "technical_defect",
-                at=finding["produced_at"], now=now, model=finding["model"])
-            rate = self.monitor.defect_rate(service)
-            if rate is not None:
-                self.metrics.technical_defect_ratio.labels(service=service).set(rate)
-            await self._publish(sink, alerts + self._observe(joined, now))
-        except Exception as exc:  # a bug: the Finding's dead letter says it was not monitored
-            await reject(sink, self.metrics.deadletters, event, exc)
+            await self._monitor_finding(event, orjson.loads(msg.value or b""), sink)
+        except Exception as exc:
+            # Only a failure on a valid Finding is ours to report; the body is checked against
+            # the contract here, off the hot path (this topic carries our own outputs).
+            if _is_finding(msg.value):
+                await reject(sink, self.metrics.deadletters, event, exc)
+            else:
+                log.warning("quality: skipped %s[%d]@%d: not a Finding", msg.topic,
+                            msg.partition, msg.offset)
         await sink.flush()
+
+    async def _monitor_finding(self, event: faust.EventT, finding: dict[str, Any],
+                               sink: Sink) -> None:
+        service = finding["service"]
+        if service not in self.services or finding["status"] not in ("ok", "technical_defect"):
+            return
+        key = join_key(finding["study_uid"], service)
+        entry, joined, new = record_finding(self.joins.get(key), finding)
+        if not new:
+            return
+        self._write(event, key, entry)
+        now = utc_now_rfc3339()
+        alerts = self.monitor.add_finding(service, finding.get("device_id"),
+                                          defective=finding["status"] == "technical_defect",
+                                          at=finding["produced_at"], now=now,
+                                          model=finding["model"])
+        rate = self.monitor.defect_rate(service)
+        if rate is not None:
+            self.metrics.technical_defect_ratio.labels(service=service).set(rate)
+        await self._publish(sink, alerts + self._observe(joined, now))
 
     async def take_review(self, event: faust.EventT, sink: Sink) -> None:
         """Join a radiologist's review with its Finding (or keep it until the Finding comes);

@@ -63,3 +63,14 @@ async def test_a_finding_the_monitor_fails_on_is_dead_lettered_and_the_next_is_t
     assert letter["origin"] == {"topic": topics.FINDINGS.name, "partition": 0, "offset": 4}
     assert sink.all_flushed
     assert f"{after}|{SPEC.id}" in quality.joins  # type: ignore[operator]
+
+
+async def test_a_record_that_is_no_finding_is_skipped_without_a_dead_letter() -> None:
+    quality = new_quality(Probe())
+    sink = ListSink()
+    await quality.take_finding(event(topics.FINDINGS.name, b'{"service": "chest-xray"}'), sink)
+    await quality.take_finding(event(topics.FINDINGS.name, b"{broken", offset=1), sink)
+    assert sink.sent == []
+    uid = study_uid()
+    await quality.take_finding(finding_event(uid, 2), sink)  # and the agent goes on
+    assert f"{uid}|{SPEC.id}" in quality.joins  # type: ignore[operator]
