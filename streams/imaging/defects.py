@@ -42,7 +42,7 @@ GAP_FACTOR = 1.6
 #: The contrast check works on each sampled slice shrunk (block means) to at most this side.
 GRID = 96
 #: Slices of a series the contrast check samples (evenly, from its middle 80 %).
-CONTRAST_SLICES = 5
+CONTRAST_SLICES = 3
 #: A line (row or column) at the image edge whose 10th..90th percentile spread is below this
 #: share of the image's range is a band of collimation, shutter mask, padding or empty air:
 #: it is cut away before any evidence is read, whatever its brightness.
