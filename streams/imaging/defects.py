@@ -47,12 +47,12 @@ CONTRAST_SLICES = 3
 #: share of the image's range is a band of collimation, shutter mask, padding or empty air:
 #: it is cut away before any evidence is read, whatever its brightness.
 FLAT_LINE = 0.05
+#: Each edge may lose at most this share of the image to such bands (or to a shutter).
+MAX_BAND = 0.4
 #: A shutter covers at least this share of its side, and the rms distance of its inner edge
 #: from a straight line is at most ``SHUTTER_STRAIGHT`` of the image (or one pixel).
 SHUTTER_COVER = 0.9
 SHUTTER_STRAIGHT = 0.015
-#: Each edge may lose at most this share of the image to such bands.
-MAX_BAND = 0.4
 #: A pixel is flat when the standard deviation of its 3x3 neighbourhood is below this share of
 #: the field's 1st..99th percentile range (air, a detector burned out, no MR signal).
 FLAT_PIXEL = 0.03
@@ -67,8 +67,9 @@ CLIPPED = 0.01
 AIR_MIN_AREA = 0.04
 AIR_RATIO = 4.0
 #: "midline" and "hips" evidence (PROFILES): the dense columns of the body differ from the
-#: light ones, all the same way, by at least this share of the field's range.
-MIDLINE_MARGIN = 0.12
+#: light ones, all the same way, by at least this share of the field's values (the share of
+#: them lying between the two: a rank, whatever the mapping of values to brightness).
+PROFILE_MARGIN = 0.12
 #: "hounsfield" evidence (upright only): the background's median CT number is at most
 #: ``HU_AIR`` (air, or padding below it) and at least ``HU_TISSUE[2]`` of the body is soft
 #: tissue (``HU_TISSUE[0]``..``HU_TISSUE[1]``): CT numbers the right way round.
@@ -89,11 +90,13 @@ FIRES_WHEN: dict[str, str] = {
     "completeness": "fewer slices than announced or than the service needs, or a gap of more "
                     f"than {GAP_FACTOR}x the typical spacing between slice positions "
                     "(instance numbers are judged only when slices have no positions)",
-    "contrast": "one kind of evidence below says the values are inverted against their "
-                "photometric tag (MONOCHROME1, or Presentation LUT Shape INVERSE, read the "
-                "other way round) and none says upright; edge bands of near-constant value "
-                "(collimation, shutter masks, padding) are cut away first and never count, so "
-                "a bright border alone never fires",
+    "contrast": "one kind of evidence the service declares says the values are inverted "
+                "against their photometric tag (MONOCHROME1, or Presentation LUT Shape "
+                "INVERSE, read the other way round) and none says upright. Collimator "
+                "shutters (a region at one level along an edge whose inner edge is a straight "
+                "line, tilted or not: shown bright as on film, or masked black or white) and "
+                "edge bands of near-constant value are left out before any evidence is read, "
+                "so a bright border alone never fires",
 }
 #: What each kind of contrast evidence reads (``contrast_evidence`` in the catalog).
 EVIDENCE_READS: dict[str, str] = {
@@ -108,10 +111,10 @@ EVIDENCE_READS: dict[str, str] = {
     "midline": f"both sides of the body (the lung fields of a frontal chest, the soft tissue "
                f"beside femur and tibia on a frontal knee) are darker (upright) or both "
                f"brighter (inverted) than its central column by at least "
-               f"{MIDLINE_MARGIN:.0%} of the range",
+               f"{PROFILE_MARGIN:.0%} of the field's values (ranks)",
     "hips": f"both hip joints (femoral heads in their acetabula) are brighter (upright) or "
             f"darker (inverted) than the pelvic cavity between them by at least "
-            f"{MIDLINE_MARGIN:.0%} of the range",
+            f"{PROFILE_MARGIN:.0%} of the field's values (ranks)",
     "hounsfield": f"the background around the body at or below {HU_AIR:g} HU and at least "
                   f"{HU_TISSUE[2]:.0%} of the body at soft-tissue CT numbers prove upright "
                   f"values (it can only veto)",
@@ -489,9 +492,9 @@ def _profile_vote(profile: Profile, field: np.ndarray,
     light = [rank(mean(a, b)) for a, b in profile.light]
     up = min(dense) - max(light)
     down = min(light) - max(dense)
-    if up >= MIDLINE_MARGIN:
+    if up >= PROFILE_MARGIN:
         return "upright", -up
-    if down >= MIDLINE_MARGIN:
+    if down >= PROFILE_MARGIN:
         return "inverted", down
     return None, max(up, down) * (1 if down > up else -1)
 
