@@ -2,8 +2,9 @@
 the tests that check the worker decodes every common syntax (tests/unit/test_transfer_syntaxes.py,
 tests/integration/test_compressed_study.py).
 
-GDCM (python-gdcm, the worker's own decoder dependency) writes the JPEG family, JPEG-LS,
-JPEG 2000, implicit VR and big endian; pydicom writes RLE and deflated files itself. Lossy
+GDCM (python-gdcm, a dev dependency: the worker decodes with pylibjpeg, never with it) writes
+the JPEG family, JPEG-LS, JPEG 2000, implicit VR and big endian; pydicom writes RLE and deflated
+files itself. Lossy
 syntaxes are written with fixed settings, so a test's tolerance stays valid: JPEG quality 90,
 JPEG-LS NEAR 2, JPEG 2000 at a compression ratio of 10.
 """
@@ -55,7 +56,7 @@ SYNTAXES = {
     "explicit-be": Syntax(ExplicitVRBigEndian, False, 16),
     "deflated": Syntax(DeflatedExplicitVRLittleEndian, False, 16),
     "jpeg-baseline": Syntax(JPEGBaseline8Bit, True, 8),
-    "jpeg-extended": Syntax(JPEGExtended12Bit, True, 8),  # GDCM decodes its 8-bit process only
+    "jpeg-extended": Syntax(JPEGExtended12Bit, True, 8),  # GDCM cannot write 12-bit lossy JPEG
     "jpeg-lossless": Syntax(JPEGLossless, False, 16),
     "jpeg-lossless-sv1": Syntax(JPEGLosslessSV1, False, 16),
     "jpeg-ls": Syntax(JPEGLSLossless, False, 16),
@@ -67,7 +68,7 @@ SYNTAXES = {
 
 
 def _gdcm_codec(uid: str) -> object | None:
-    import gdcm  # the decoder dependency; imported here so importing this module stays cheap
+    import gdcm  # a dev dependency: imported only when a test writes a file
 
     if uid in (JPEGBaseline8Bit, JPEGExtended12Bit):
         jpeg = gdcm.JPEGCodec()

@@ -70,12 +70,18 @@ DEFAULT_MAX_PARSE_S = 5.0
 NATIVE_TRANSFER_SYNTAXES = frozenset({
     ExplicitVRLittleEndian, ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian})
-#: Compressed still-image syntaxes most PACS store, decoded through pydicom's pixel handlers:
-#: GDCM (python-gdcm) for the JPEG family and JPEG 2000, pydicom itself for RLE. Each frame's
+#: Compressed still-image syntaxes most PACS store, each with the pydicom decoding plugin that
+#: decodes it: pylibjpeg (libjpeg for the JPEG family and JPEG-LS, OpenJPEG for JPEG 2000) and
+#: pydicom's own RLE decoder. Named, not left to pydicom's fallback through every plugin
+#: installed: GDCM's aborts the whole process on a corrupt JPEG or JPEG-LS frame. Each frame's
 #: codestream dimensions are checked against the header before it is decoded.
-COMPRESSED_TRANSFER_SYNTAXES = frozenset({
-    JPEGBaseline8Bit, JPEGExtended12Bit, JPEGLossless, JPEGLosslessSV1,
-    JPEGLSLossless, JPEGLSNearLossless, JPEG2000Lossless, JPEG2000, RLELossless})
+DECODING_PLUGINS: dict[str, str] = {
+    **dict.fromkeys((JPEGBaseline8Bit, JPEGExtended12Bit, JPEGLossless, JPEGLosslessSV1,
+                     JPEGLSLossless, JPEGLSNearLossless, JPEG2000Lossless, JPEG2000),
+                    "pylibjpeg"),
+    RLELossless: "pydicom",
+}
+COMPRESSED_TRANSFER_SYNTAXES = frozenset(DECODING_PLUGINS)
 #: Transfer syntaxes the worker reads. Anything else (MPEG/HEVC video, JPEG XL, HTJ2K, JPIP,
 #: unknown UIDs) is rejected as transfer_syntax_unsupported before the dataset is parsed.
 ALLOWED_TRANSFER_SYNTAXES = NATIVE_TRANSFER_SYNTAXES | COMPRESSED_TRANSFER_SYNTAXES
@@ -862,11 +868,14 @@ def read_image_fd(fd: int, what: str, limits: ParseLimits = ParseLimits()) -> Di
                 _check_encapsulated(ds, what)
                 if _syntax(ds) != RLELossless:
                     _check_codestreams(ds, what)
+                ds.pixel_array_options(decoding_plugin=DECODING_PLUGINS[_syntax(ds)])
             pixels = ds.pixel_array
     except (InputRejected, MemoryError):
         raise
     except Exception as exc:  # missing handlers, wrong lengths, corrupt compressed streams
-        detail = f"{what}: {type(exc).__name__}: {str(exc)[:120]}"
+        # pydicom puts the decoder's own words on the last line of its message.
+        said = (str(exc).strip().splitlines() or [""])[-1].strip()
+        detail = f"{what}: {type(exc).__name__}: {said[:120]}"
         raise InputRejected(Reason.PIXELS_UNREADABLE, detail) from exc
     if not pixels.dtype.isnative:  # big endian: preprocessing expects native order
         pixels = pixels.astype(pixels.dtype.newbyteorder("="))

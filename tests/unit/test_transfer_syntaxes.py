@@ -6,6 +6,9 @@ pixels_unreadable, and video syntaxes stay transfer_syntax_unsupported."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -123,16 +126,68 @@ def test_a_codestream_larger_than_its_header_is_refused_before_decoding(tmp_path
     assert "65535 x 65535" in caught.value.detail
 
 
-def test_a_corrupt_compressed_frame_is_pixels_unreadable(tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", ["jpeg-baseline", "jpeg-lossless", "jpeg-ls", "jpeg2000", "rle"])
+def test_a_frame_without_its_scan_is_pixels_unreadable(tmp_path: Path, name: str) -> None:
     src = _write_original(tmp_path / "original.dcm", _phantom(8), 8)
-    dst = recompress(src, tmp_path / "jpeg-ls.dcm", SYNTAXES["jpeg-ls"].uid)
+    dst = recompress(src, tmp_path / f"{name}.dcm", SYNTAXES[name].uid)
     ds = pydicom.dcmread(dst)
-    frame = pydicom.encaps.get_frame(ds.PixelData, 0, number_of_frames=1)
-    ds.PixelData = encapsulate([frame[: len(frame) // 3]])  # the scan cut short
+    ds.PixelData = encapsulate([b"\xff\xd8\xff\xd9"])  # start and end of image, nothing else
     ds.save_as(dst, enforce_file_format=True)
     with pytest.raises(InputRejected) as caught:
         read_image(dst)
     assert caught.value.reason is Reason.PIXELS_UNREADABLE
+
+
+#: Byte-level mutations per syntax in the crash test below: a few hundred each in well under
+#: a minute; GDCM's decoders aborted the process within the first hundred JPEG ones.
+MUTATIONS = 120
+MUTATED_SYNTAXES = ("jpeg-baseline", "jpeg-extended", "jpeg-lossless", "jpeg-lossless-sv1",
+                    "jpeg-ls", "jpeg-ls-near", "jpeg2000-lossless", "jpeg2000", "rle")
+
+
+def decode_mutations(folder: str, seed: int = 16) -> dict[str, int]:
+    """Decode MUTATIONS randomly damaged frames of each compressed syntax through read_image:
+    run in a child process by the test below, since a decoder that crashes takes its process
+    with it. Returns how often each outcome happened."""
+    import random
+
+    rng = random.Random(seed)
+    outcomes: dict[str, int] = {}
+    tmp = Path(folder)
+    for name in MUTATED_SYNTAXES:
+        bits = min(12, SYNTAXES[name].max_bits)
+        src = _write_original(tmp / "original.dcm", _phantom(bits), bits)
+        ds = pydicom.dcmread(recompress(src, tmp / f"{name}.dcm", SYNTAXES[name].uid))
+        frame = pydicom.encaps.get_frame(ds.PixelData, 0, number_of_frames=1)
+        for _ in range(MUTATIONS):
+            damaged = bytearray(frame)
+            for _ in range(rng.randint(1, 8)):
+                damaged[rng.randrange(len(damaged))] = rng.randrange(256)
+            if rng.random() < 0.2:
+                damaged = damaged[:max(2, rng.randrange(len(damaged)))]
+            ds.PixelData = encapsulate([bytes(damaged)])
+            ds.save_as(tmp / "damaged.dcm", enforce_file_format=True)
+            try:
+                read_image(tmp / "damaged.dcm")
+                outcome = "ok"
+            except InputRejected as exc:
+                outcome = exc.reason.value
+            outcomes[outcome] = outcomes.get(outcome, 0) + 1
+    return outcomes
+
+
+def test_damaged_frames_never_crash_the_decoding_process(tmp_path: Path) -> None:
+    """Every damaged frame decodes or is rejected with a reason; none aborts, hangs or raises
+    anything else (the worker's threads decode too, so a crash would take the worker down)."""
+    code = ("import sys, json; from tests.unit.test_transfer_syntaxes import decode_mutations; "
+            "print(json.dumps(decode_mutations(sys.argv[1])))")
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
+                          text=True, timeout=240, cwd=Path(__file__).parents[2])
+    assert done.returncode == 0, done.stderr[-2000:]
+    outcomes = json.loads(done.stdout.strip().splitlines()[-1])
+    assert sum(outcomes.values()) == MUTATIONS * len(MUTATED_SYNTAXES)
+    assert set(outcomes) <= {"ok", Reason.PIXELS_UNREADABLE.value, Reason.DICOM_UNREADABLE.value}
+    assert outcomes.get(Reason.PIXELS_UNREADABLE.value, 0) > 0  # the damage was felt
 
 
 @pytest.mark.parametrize("uid", ["1.2.840.10008.1.2.4.102",  # MPEG-4 AVC/H.264 High Profile
