@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import UID, ExplicitVRLittleEndian, JPEG2000Lossless, generate_uid
@@ -202,3 +203,30 @@ def test_video_syntaxes_stay_unsupported(tmp_path: Path, uid: str) -> None:
     with pytest.raises(InputRejected) as caught:
         read_image(src)
     assert caught.value.reason is Reason.TRANSFER_SYNTAX_UNSUPPORTED
+
+
+def _bundled(name: str) -> Path:
+    """A test file shipped inside pydicom's wheel (never downloaded)."""
+    found = get_testdata_file(name, download=False)
+    assert isinstance(found, str), name
+    return Path(found)
+
+
+@pytest.mark.parametrize("copy", ["MR_small_jpeg_ls_lossless.dcm", "MR_small_jp2klossless.dcm",
+                                  "MR_small_RLE.dcm", "MR_small_bigendian.dcm",
+                                  "MR_small_implicit.dcm"])
+def test_signed_copies_written_by_other_encoders_match_their_original(copy: str) -> None:
+    """pydicom's bundled MR (signed 16-bit), written by other tools in other syntaxes, decodes
+    to exactly the pixels of its uncompressed original."""
+    original = read_image(_bundled("MR_small.dcm")).pixels
+    decoded = read_image(_bundled(copy)).pixels
+    assert original.dtype == np.int16 and original.max() > 255
+    assert decoded.dtype == original.dtype and np.array_equal(decoded, original)
+
+
+def test_twelve_bit_jpeg_extended_decodes() -> None:
+    """No encoder at hand writes 12-bit lossy JPEG, so no original to compare with: pydicom's
+    bundled 12-bit JPEG Extended file decodes to its header's geometry and 12-bit range."""
+    pixels = read_image(_bundled("JPGExtended.dcm")).pixels
+    assert pixels.shape == (1024, 256) and pixels.dtype == np.uint16
+    assert 0 < pixels.max() < 4096 and len(np.unique(pixels)) > 100
