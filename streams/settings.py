@@ -17,6 +17,7 @@ from typing import Any, get_args, get_origin, get_type_hints
 
 from streams.imaging.dicom_io import DEFAULT_MAX_ELEMENTS, DEFAULT_MAX_PARSE_S
 from streams.imaging.preparation import DEFAULT_MAX_PREPARE_BYTES
+from streams.imaging.wado import DEFAULT_ATTEMPTS, DEFAULT_MAX_SERIES_BYTES, DEFAULT_TIMEOUT_S
 from streams.kafka.security import KafkaSecurity
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -54,6 +55,24 @@ class Settings:
     dicom_roots: tuple[Path, ...] = field(
         default_factory=lambda: (REPO_ROOT / ".state" / "dicom",), metadata=declare(
         "RADSTREAM_DICOM_ROOTS", "`:`-separated folders study `file://` URIs may point into"))
+    #: Any other http(s) URI is dead-lettered with `archive_not_allowed`, before any request
+    #: (streams/imaging/wado.py, docs/security.md).
+    archive_urls: tuple[str, ...] = field(default=(), metadata=declare(
+        "RADSTREAM_ARCHIVE_URLS", "comma-separated DICOMweb base URLs (e.g. "
+        "`http://127.0.0.1:8042/dicom-web`) whose WADO-RS series study URIs may name (none: "
+        "every archive URI is refused)"))
+    #: Beyond it: `archive_timeout`.
+    archive_timeout_s: float = field(default=DEFAULT_TIMEOUT_S, metadata=declare(
+        "RADSTREAM_ARCHIVE_TIMEOUT_S", "longest fetch of one series from an archive, retries "
+        "included"))
+    #: Refused connections, 5xx and 429 are retried with backoff behind a circuit breaker;
+    #: then `archive_unavailable`.
+    archive_attempts: int = field(default=DEFAULT_ATTEMPTS, metadata=declare(
+        "RADSTREAM_ARCHIVE_ATTEMPTS", "requests for one series before the archive is called "
+        "unavailable"))
+    #: Each instance also keeps RADSTREAM_MAX_FILE_BYTES; beyond either: `file_too_large`.
+    archive_max_series_bytes: int = field(default=DEFAULT_MAX_SERIES_BYTES, metadata=declare(
+        "RADSTREAM_ARCHIVE_MAX_SERIES_BYTES", "largest WADO-RS answer for one series"))
     app_id: str = field(default="radstream", metadata=declare(
         "RADSTREAM_APP_ID", "consumer group and table prefix"))
     #: 0.0.0.0 in a pod so Prometheus can scrape.

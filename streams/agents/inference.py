@@ -32,11 +32,12 @@ from streams.contract.events import finding_ok, finding_technical_defect, latenc
 from streams.contract.reasons import TECHNICAL_DEFECTS, InputRejected, Reason
 from streams.contract.topics import DEPLOYMENT_HEADER
 from streams.imaging.preparation import ReadLimits
+from streams.imaging.wado import ArchiveAccess
 from streams.metrics import Metrics
 from streams.rules.intake import parse_study
 from streams.rules.priority import PriorityGate
 from streams.settings import Settings
-from streams.triton.circuit import CircuitState
+from streams.triton.circuit import CircuitBreaker, CircuitState
 from streams.triton.client import InferenceRejected, RowResult, TritonModelClient
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,10 @@ class InferenceRuntime:
             s = self._settings
             self._preparer = PreparePool(
                 ReadLimits(s.dicom_roots, s.max_file_bytes, s.max_pixel_bytes,
-                           s.max_dicom_elements, s.max_parse_s, s.max_prepare_bytes),
+                           s.max_dicom_elements, s.max_parse_s, s.max_prepare_bytes,
+                           # Triton's breaker class, one per archive in each process.
+                           ArchiveAccess(s.archive_urls, s.archive_timeout_s, s.archive_attempts,
+                                         s.archive_max_series_bytes, CircuitBreaker)),
                 processes=s.preprocess_processes, threads=s.preprocess_threads)
         return self._preparer
 

@@ -13,7 +13,7 @@ import pickle
 import resource
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from streams.imaging.defects import check_series
 from streams.imaging.dicom_io import DEFAULT_MAX_ELEMENTS, DEFAULT_MAX_PARSE_S
 from streams.imaging.preprocess import to_series_input
 from streams.imaging.series import read_series
+from streams.imaging.wado import ArchiveAccess, is_archive_uri, read_archive_series
 from streams.rules.routing import matching_series
 
 #: Memory one study's preparation may take in a worker process, beyond what the process holds
@@ -44,6 +45,8 @@ class ReadLimits:
     max_elements: int = DEFAULT_MAX_ELEMENTS
     max_parse_s: float = DEFAULT_MAX_PARSE_S
     max_prepare_bytes: int = DEFAULT_MAX_PREPARE_BYTES
+    #: Archives whose WADO-RS series URIs may be fetched (none by default).
+    archive: ArchiveAccess = field(default_factory=ArchiveAccess)
 
 
 def load_and_preprocess(spec: ServiceSpec, study: dict[str, Any],
@@ -70,12 +73,20 @@ def _load_and_preprocess(spec: ServiceSpec, study: dict[str, Any],
         raise InputRejected(Reason.SCHEMA_VIOLATION, f"no series for service {spec.id}")
     t0 = time.perf_counter()
     chosen = series[0]
-    images = read_series(chosen["uri"], int(chosen["instance_count"]), limits.roots,
-                         max_slices=spec.checks.max_slices, max_bytes=limits.max_file_bytes,
-                         max_pixel_bytes=limits.max_pixel_bytes,
-                         max_elements=limits.max_elements, max_parse_s=limits.max_parse_s,
-                         series_uid=chosen.get("series_uid"), modality=chosen.get("modality"),
-                         hospital_id=str(study["hospital_id"]))
+    if is_archive_uri(chosen["uri"]):
+        images = read_archive_series(
+            chosen["uri"], int(chosen["instance_count"]), limits.archive,
+            max_slices=spec.checks.max_slices, max_bytes=limits.max_file_bytes,
+            max_pixel_bytes=limits.max_pixel_bytes, max_elements=limits.max_elements,
+            max_parse_s=limits.max_parse_s, modality=chosen.get("modality"))
+    else:
+        images = read_series(chosen["uri"], int(chosen["instance_count"]), limits.roots,
+                             max_slices=spec.checks.max_slices, max_bytes=limits.max_file_bytes,
+                             max_pixel_bytes=limits.max_pixel_bytes,
+                             max_elements=limits.max_elements, max_parse_s=limits.max_parse_s,
+                             series_uid=chosen.get("series_uid"),
+                             modality=chosen.get("modality"),
+                             hospital_id=str(study["hospital_id"]))
     t1 = time.perf_counter()
     check_series(spec.checks, spec.select, images, int(chosen["instance_count"]))
     tensor = to_series_input(images.pixels, spec.preprocess, photometric=images.photometric,

@@ -82,7 +82,8 @@ def test_each_bad_input_is_dead_lettered_with_its_reason(worker: Worker, bootstr
                           ("file_outside_root", outside.as_uri()),
                           ("file_outside_root", escape.as_uri()),
                           ("file_outside_root", "file:///etc/passwd"),
-                          ("uri_unsupported", "https://pacs.example/wado/1")]:
+                          # Not a configured archive: refused before any request.
+                          ("archive_not_allowed", "https://pacs.example/wado/1")]:
         body = announce(uid(), uri)
         case(expected, orjson.dumps(body), body["study_uid"])
     good = announce(uid(), truths[1].files[0].as_uri())
