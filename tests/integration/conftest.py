@@ -32,6 +32,9 @@ TEST_KEY = "radstream-test-pseudonym-key-0123456789"
 #: Intake topic of the hospital the intake-gate test publishes as.
 INTAKE_TEST_HOSPITAL = "ITEST"
 INTAKE_TEST_TOPIC = intake_topic(INTAKE_TEST_HOSPITAL)
+#: The local city archive (deploy/orthanc.sh), the one archive the test worker may fetch from.
+ORTHANC_HTTP_PORT = int(os.environ.get("RADSTREAM_ORTHANC_HTTP_PORT", "8042"))
+ARCHIVE_URL = f"http://127.0.0.1:{ORTHANC_HTTP_PORT}/dicom-web"
 
 
 def _free_port() -> int:
@@ -54,6 +57,16 @@ def services() -> Iterator[None]:
     yield
     for s in reversed(started):
         subprocess.run([REPO_ROOT / "deploy" / f"{s}.sh", "stop"], check=False)
+
+
+@pytest.fixture(scope="session")
+def orthanc() -> Iterator[str]:
+    """The local Orthanc archive's DICOMweb base URL (started unless running, stopped at the
+    end only if this session started it)."""
+    started = _ensure("orthanc")
+    yield ARCHIVE_URL
+    if started:
+        subprocess.run([REPO_ROOT / "deploy" / "orthanc.sh", "stop"], check=False)
 
 
 @pytest.fixture(scope="session")
@@ -92,6 +105,7 @@ def worker(bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         "RADSTREAM_INTAKE_HOSPITALS": INTAKE_TEST_HOSPITAL,
         "RADSTREAM_DATADIR": str(state / "faust"),
         "RADSTREAM_TRITON_ATTEMPTS": "3",
+        "RADSTREAM_ARCHIVE_URLS": ARCHIVE_URL,
     }
     # A hospital intake topic that exists before the worker subscribes to the intake pattern.
     admin = AdminClient({"bootstrap.servers": bootstrap})
