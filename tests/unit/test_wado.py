@@ -15,8 +15,10 @@ from pathlib import Path
 import pytest
 
 from services.synth.city import generate_service_studies
+from streams.contract.catalog import service
 from streams.contract.reasons import InputRejected, Reason
 from streams.imaging import wado
+from streams.imaging.preparation import ReadLimits, load_and_preprocess
 from streams.imaging.wado import (
     ArchiveAccess,
     ArchiveBase,
@@ -337,3 +339,29 @@ def test_details_name_no_host_or_uid(archive: Archive) -> None:
         read_archive_series(f"http://pacs.hospital.example/studies/{secret}/series/{secret}", 1,
                             access(archive), max_slices=1)
     assert secret not in err.value.detail and "hospital" not in err.value.detail
+
+
+def test_the_worker_reads_archive_uris_from_the_archive_and_file_uris_as_before(
+        archive: Archive, tmp_path: Path) -> None:
+    """load_and_preprocess, the worker's path: an http URI goes to the archive (only when its
+    base is configured), a file URI to the file reader, unchanged."""
+    truth = generate_service_studies(tmp_path / "H001", 1, seed=11)[0]
+    archive.answer(body([truth.files[0].read_bytes()]))
+    study = {"study_uid": "2.25.1", "hospital_id": "H001", "device_id": "H001-D01",
+             "modality": "DX", "body_part": "CHEST", "priority": "routine",
+             "acquired_at": "2024-03-01T11:00:00Z", "published_at": "2024-03-01T11:00:00Z",
+             "patient_ref": "ab" * 16,
+             "series": [{"series_uid": "2.25.2", "modality": "DX", "body_part": "CHEST",
+                         "instance_count": 1, "uri": archive.series}]}
+    spec = service("chest-xray")
+    closed = ReadLimits((tmp_path,), 64 << 20, 128 << 20)
+    assert _reason(lambda: load_and_preprocess(spec, study, closed)) \
+        is Reason.ARCHIVE_NOT_ALLOWED
+    assert archive.requests == 0
+    opened = ReadLimits((tmp_path,), 64 << 20, 128 << 20, archive=access(archive))
+    from_archive = load_and_preprocess(spec, study, opened)[0]
+    assert archive.requests == 1
+    study["series"][0]["uri"] = truth.files[0].as_uri()  # type: ignore[index]
+    from_file = load_and_preprocess(spec, study, opened)[0]
+    assert archive.requests == 1
+    assert (from_archive == from_file).all()
