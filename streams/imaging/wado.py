@@ -403,7 +403,7 @@ def fetch_series(tgt: SeriesTarget, folder: Path, access: ArchiveAccess, *,
     """
     deadline = time.monotonic() + access.timeout_s
     breaker = _breaker(access, tgt.base)
-    last = "no attempt"
+    last, tried = "no attempt", 0
     for attempt in range(max(1, access.attempts)):
         if attempt:
             pause = backoff_s(attempt - 1)
@@ -414,6 +414,7 @@ def fetch_series(tgt: SeriesTarget, folder: Path, access: ArchiveAccess, *,
             raise InputRejected(Reason.ARCHIVE_UNAVAILABLE,
                                 "the archive's circuit is open: it failed repeatedly"
                                 + (f" ({last})" if attempt else ""))
+        tried += 1
         try:
             count = _attempt(tgt, folder, deadline, max_part_bytes=max_part_bytes,
                              max_parts=max_parts, max_series_bytes=access.max_series_bytes)
@@ -437,7 +438,7 @@ def fetch_series(tgt: SeriesTarget, folder: Path, access: ArchiveAccess, *,
         raise InputRejected(Reason.ARCHIVE_TIMEOUT,
                             f"the series was not fetched within {access.timeout_s:g} s ({last})")
     raise InputRejected(Reason.ARCHIVE_UNAVAILABLE,
-                        f"the archive did not answer in {access.attempts} attempts ({last})")
+                        f"the archive did not answer in {tried} attempts ({last})")
 
 
 def _attempt(tgt: SeriesTarget, folder: Path, deadline: float, *, max_part_bytes: int,
