@@ -313,7 +313,9 @@ def hostile_uris(root: Path, outside: Path) -> list[tuple[str, str, Reason]]:
         ("encoded-dotdot-escape", f"file://{encoded}", Reason.FILE_OUTSIDE_ROOT),
         ("etc-passwd", "file:///etc/passwd", Reason.FILE_OUTSIDE_ROOT),
         ("missing", f"file://{root}/no-such-file.dcm", Reason.FILE_MISSING),
-        ("dicomweb", "https://pacs.example/dicom-web/studies/1", Reason.URI_UNSUPPORTED),
+        # An archive URI is read only from a configured archive (RADSTREAM_ARCHIVE_URLS).
+        ("dicomweb-unconfigured", "https://pacs.example/dicom-web/studies/1/series/2",
+         Reason.ARCHIVE_NOT_ALLOWED),
     ]
 
 
