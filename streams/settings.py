@@ -136,7 +136,7 @@ class Settings:
         "RADSTREAM_MAX_DICOM_ELEMENTS", "most data elements the worker parses in one DICOM file"))
     #: Beyond it: `dicom_parse_timeout`.
     max_parse_s: float = field(default=DEFAULT_MAX_PARSE_S, metadata=declare(
-        "RADSTREAM_MAX_PARSE_S", "longest parse of one DICOM file's header and elements"))
+        "RADSTREAM_MAX_PARSE_S", "CPU time one DICOM file's header and elements may take to parse"))
     #: Enforced in each preprocessing process (RLIMIT_DATA above its memory at rest); beyond it:
     #: `preparation_memory_exceeded`.
     max_prepare_bytes: int = field(default=DEFAULT_MAX_PREPARE_BYTES, metadata=declare(

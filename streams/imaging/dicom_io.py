@@ -364,7 +364,7 @@ class _TrackedStream:
                 raise InputRejected(Reason.DICOM_TOO_MANY_ELEMENTS,
                                     f"{self._what} holds more than "
                                     f"{self._limits.max_elements} data elements")
-            if not self.elements & 1023 and time.monotonic() > self._deadline:
+            if not self.elements & 1023 and time.thread_time() > self._deadline:
                 raise InputRejected(Reason.DICOM_PARSE_TIMEOUT,
                                     f"{self._what}: parsing took more than "
                                     f"{self._limits.max_parse_s:g} s")
@@ -476,7 +476,9 @@ def _parse(raw: _Bytes, what: str, limits: ParseLimits, *, header_only: bool,
     """Parse a Part 10 file from memory after checking its transfer syntax (no pixel decoding).
     ``header_only``: stop before Pixel Data, judge no transfer syntax, and raise _Cut when the
     bytes given end inside the header; a deflated header is inflated to ``inflate_limit``."""
-    deadline = time.monotonic() + limits.max_parse_s
+    # CPU time of this thread, not wall time: the cost is the file's, and a busy machine must not
+    # refuse a legitimate file (the bytes are in memory, so parsing never waits on I/O).
+    deadline = time.thread_time() + limits.max_parse_s
     stream = _TrackedStream(raw.data, limits, deadline, what)
     try:
         preamble = read_preamble(cast(BinaryIO, stream), False)
