@@ -5,13 +5,14 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test chaos lint unit integration up down kafka triton train clean help bench
+.PHONY: demo test chaos lint unit integration up down kafka triton orthanc train clean help bench
 
 help:
 	@echo "make demo   - set up everything, run a simulated city end to end, print city statistics"
-	@echo "make test   - set up everything, start Kafka and Triton, run lint, types and the suite"
+	@echo "make test   - set up everything, start Kafka, Triton and Orthanc, run lint, types and the suite"
 	@echo "make chaos  - the full fault suite (kill -9, broker restart, Triton outage, rebalance)"
-	@echo "make up / make down - start / stop the local Kafka broker and Triton server"
+	@echo "make up / make down - start / stop the local Kafka broker and Triton server (down: Orthanc too)"
+	@echo "make orthanc - start the local Orthanc archive (DICOMweb on 127.0.0.1:8042)"
 	@echo "make train  - retrain every service's reference model (ONNX, config, model card), with progress"
 	@echo "make bench  - benchmark: Triton alone, naive baseline, radstream, ratios (SOAK_S=600: full soak)"
 
@@ -28,9 +29,14 @@ kafka: $(STAMP)
 triton: $(STAMP)
 	deploy/triton.sh up
 
+# The city archive (Debian packages orthanc, orthanc-dicomweb; .ci/run installs them).
+orthanc:
+	deploy/orthanc.sh up
+
 up: kafka triton
 
 down:
+	-deploy/orthanc.sh stop
 	-deploy/triton.sh stop
 	-deploy/kafka.sh stop
 
