@@ -1,5 +1,5 @@
 # Shared by deploy/*.sh: a background process tracked by a pid file.
-# Callers set $pidfile and $name before using these.
+# Callers set $pidfile and $name (and $log for wait_http) before using these.
 
 running() { [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; }
 
@@ -17,4 +17,17 @@ stop() {
 
 status() {
   if running; then echo "$name: running (pid $(cat "$pidfile"))"; else echo "$name: stopped"; return 1; fi
+}
+
+# Poll URL $1 every $3 s for up to $2 s until it answers, then print "$name: ready (...)" with
+# what the caller's ready_detail prints; a process that exits or never answers shows its log.
+wait_http() {
+  local url=$1 timeout=$2 step=$3 tries
+  tries=$(awk -v t="$timeout" -v s="$step" 'BEGIN { print int(t / s) }')
+  for _ in $(seq 1 "$tries"); do
+    if curl -fs "$url" >/dev/null; then echo "$name: ready ($(ready_detail))"; return 0; fi
+    if ! running; then echo "$name: exited during start-up; last log lines:"; tail -n 40 "$log"; exit 1; fi
+    sleep "$step"
+  done
+  echo "$name: not ready after ${timeout}s; last log lines:"; tail -n 40 "$log"; exit 1
 }

@@ -43,18 +43,8 @@ start() {
   echo "orthanc: started (pid $!, HTTP 127.0.0.1:$http_port, DICOM $dicom_port, log $log)"
 }
 
-wait_ready() {
-  local timeout=${1:-30}
-  for _ in $(seq 1 $((timeout * 10))); do
-    if curl -fs "http://127.0.0.1:$http_port/system" >/dev/null; then
-      echo "orthanc: ready (DICOMweb at http://127.0.0.1:$http_port/dicom-web)"
-      return 0
-    fi
-    if ! running; then echo "orthanc: exited during start-up; last log lines:"; tail -n 30 "$log"; exit 1; fi
-    sleep 0.1
-  done
-  echo "orthanc: not ready after ${timeout}s; last log lines:"; tail -n 30 "$log"; exit 1
-}
+ready_detail() { echo "DICOMweb at http://127.0.0.1:$http_port/dicom-web"; }
+wait_ready() { wait_http "http://127.0.0.1:$http_port/system" "${1:-30}" 0.1; }
 
 case "${1:-}" in
   start) start ;;

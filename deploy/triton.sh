@@ -52,19 +52,10 @@ start() {
   echo "triton: started (pid $!, log $log)"
 }
 
-wait_ready() {
-  local timeout=${1:-120}
-  for _ in $(seq 1 $((timeout * 2))); do
-    if curl -fs "http://127.0.0.1:$http_port/v2/health/ready" >/dev/null; then
-      echo "triton: ready (models: $(curl -s -X POST "http://127.0.0.1:$http_port/v2/repository/index" | "$py" -c 'import json,sys; print(", ".join(m["name"]+":"+m.get("state","?") for m in json.load(sys.stdin)))'))"
-      return 0
-    fi
-    if ! running; then echo "triton: exited during start-up; last log lines:"; tail -n 40 "$log"; exit 1; fi
-    sleep 0.5
-  done
-  echo "triton: not ready after ${timeout}s; last log lines:"; tail -n 40 "$log"; exit 1
+ready_detail() {
+  echo "models: $(curl -s -X POST "http://127.0.0.1:$http_port/v2/repository/index" | "$py" -c 'import json,sys; print(", ".join(m["name"]+":"+m.get("state","?") for m in json.load(sys.stdin)))')"
 }
-
+wait_ready() { wait_http "http://127.0.0.1:$http_port/v2/health/ready" "${1:-120}" 0.5; }
 
 case "${1:-}" in
   start) start ;;

@@ -15,8 +15,9 @@ from hypothesis import strategies as st
 
 from streams.analytics.windows import labels
 from streams.contract.cloudevents import parse_rfc3339, utc_now_rfc3339
-from streams.contract.schemas import EventKind, compiled, is_date_time, schema, validator
+from streams.contract.schemas import EventKind, is_date_time, schema, validator
 from tests.fuzz.strategies import timestamp_parts, timestamp_text
+from tests.unit.test_schemas_compiled import _compiled_accepts
 
 #: The JSON Schema test suite's date-time cases (draft 2020-12, optional/format/date-time.json).
 SUITE = [
@@ -152,14 +153,6 @@ def _review_at(text: str) -> dict[str, Any]:
     review = copy.deepcopy(schema(EventKind.REVIEW)["examples"][0])
     review["reviewed_at"] = text
     return review
-
-
-def _compiled_accepts(kind: EventKind, instance: Any) -> bool:
-    try:
-        compiled(kind)(instance)
-    except Exception:  # any refusal counts as one
-        return False
-    return True
 
 
 def _reads(text: str) -> datetime | None:
